@@ -1,0 +1,79 @@
+"""The session timeline: what the dissectors and the TCP layer saw, in order.
+
+This is the boundary between parsing and judging (Zeek's analyzer/script
+split): everything after this point -- rules, renderers -- reads ``Event``
+objects and never touches bytes.
+
+Event kinds (``Event.kind``) and the ``fields`` each carries:
+
+    tcp-syn, tcp-syn-ack, tcp-fin, tcp-rst   {"repeat": bool, "offset": int}
+    tcp-gap            {"offset", "length", "reason"}     bytes the capture never saw
+    tcp-retransmission {"offset", "length", "original_frame"}
+    tcp-overlap        {"offset", "first", "second"}      differing copies (escaped text)
+    smtp-command       {"verb", "argument", "known", "bare_lf", "eight_bit", "truncated",
+                        "segments": [[frame, offset_in_line, length], ...]}  (when >1 segment)
+    smtp-reply         {"code", "enhanced", "lines", "answers", "capabilities", "malformed",
+                        "segments": ...}
+    smtp-body          {"size", "complete", "chunk", "last"}
+    smtp-auth-data     {"length"}                          never the content
+    smtp-unparsed      {"reason", "preview"}
+    smtp-tls-start     {}                                  TLS begins here in this direction
+    tls-*              the TLS dissector's event fields (see dissectors/tls.py), "kind" as
+                       the dissector names it
+    note               {"what": ...}                       session-level remarks
+
+``time`` and ``frame`` are those of the segment that completed the event (as
+Wireshark attributes a reassembled PDU); ``first_frame`` is where its first
+byte was, when different.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Event:
+    time: float
+    frame: int
+    direction: str  # "C" client->server, "S" server->client, "" for neither
+    kind: str
+    text: str  # one display line, secrets already masked
+    tls: bool = False  # travelled inside TLS (after STARTTLS, or on port 465)
+    first_frame: int | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Session:
+    """One TCP connection that carries (or tried to carry) SMTP."""
+
+    id: int
+    client: tuple[str, int]
+    server: tuple[str, int]
+    ip_version: int
+    first_time: float
+    last_time: float
+    first_frame: int
+    last_frame: int
+    packets: int = 0
+    syn_seen: bool = False  # the capture holds the client's SYN (saw the start)
+    implicit_tls: bool = False  # TLS from the first byte (port 465)
+    events: list[Event] = field(default_factory=list)
+    events_dropped: int = 0  # events beyond the per-session cap (counted, not kept)
+    stats: Any = None  # reassembly.ConnectionStats
+    tls: Any = None  # dissectors.tls progress object, when TLS was seen
+    open_at_end: bool = False  # still open when the capture ended
+    verdict: Any = None  # rules.Finding
+    notes: list[Any] = field(default_factory=list)  # rules.Finding
+
+    def of_kind(self, *kinds: str) -> list[Event]:
+        """Events of the given kinds, in order: the rules' main question."""
+        return [e for e in self.events if e.kind in kinds]
+
+
+def endpoint(addr: tuple[str, int]) -> str:
+    """'192.0.2.1:25' or '[2001:db8::1]:25', as the JSON contract spells it."""
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
