@@ -20,7 +20,10 @@ own frame number.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
+
+from pcapsmtp.packets import ACK, FIN, RST, SYN, Segment
 
 
 @dataclass(slots=True)
@@ -85,7 +88,7 @@ class Overlap:
 @dataclass
 class DirectionStats:
     segments: int = 0
-    bytes: int = 0
+    bytes: int = 0  # stream bytes delivered as Data (each byte once; gaps not included)
     retransmissions: int = 0
     out_of_order: int = 0
     overlaps_differing: int = 0
@@ -104,3 +107,433 @@ class ConnectionStats:
 
 
 StreamEvent = Data | Gap | Flag | Retransmission | Overlap
+
+
+# --------------------------------------------------------------------------------------------
+# Implementation
+# --------------------------------------------------------------------------------------------
+
+_MASK = 0xFFFFFFFF
+_HALF = 0x80000000
+_SLOW_FLAGS = SYN | FIN | RST
+
+MAX_BUFFER = 4 << 20
+"""Out-of-order bytes held per direction before we give up waiting and declare a Gap."""
+
+TAIL_KEEP = 256 << 10
+"""Delivered bytes remembered per direction, only to compare retransmissions against."""
+
+# A buffered out-of-order piece: (offset, length, data or None for snaplen-cut bytes, frame, time).
+_Piece = tuple[int, int, "bytes | None", int, float]
+
+
+class _Direction:
+    """Reassembly state of one direction.
+
+    ``next`` is the stream offset of the next byte we expect; ``next_seq`` the same position as
+    a 32-bit sequence number, so the common case is one integer comparison.  Offsets are
+    unbounded Python ints: sequence numbers are unwrapped relative to ``next``, which makes the
+    2**32 wrap (and streams longer than 4 GiB) a non-event.
+    """
+
+    __slots__ = (
+        "name", "stats", "base_known", "tentative", "next", "next_seq", "window", "buf",
+        "buf_bytes", "tail", "tail_start", "prov_offs", "prov_frames", "syn_seen", "fin",
+        "rst_seen", "probe", "fast", "acks",
+    )
+
+    def __init__(self, name: str, stats: DirectionStats) -> None:
+        self.name = name
+        self.stats = stats
+        self.base_known = False
+        # The base came from a segment without payload (pure ACK, keep-alive, RST): a keep-alive
+        # sits one byte early, so the first real data may move the base.
+        self.tentative = False
+        self.next = 0
+        self.next_seq = -1  # never equals a real sequence number until the base is known
+        self.window = -1  # last raw window this direction advertised; -1 = not seen yet
+        self.buf: list[_Piece] = []  # out-of-order pieces, disjoint, sorted, all beyond next
+        self.buf_bytes = 0
+        self.tail = bytearray()  # the last delivered bytes, contiguous, ending at next
+        self.tail_start = 0
+        self.prov_offs: list[int] = []  # offsets where delivered Data started (within tail)
+        self.prov_frames: list[int] = []  # ... and their frames
+        self.syn_seen = False
+        self.fin: tuple[int, int, float] | None = None  # (offset, frame, time) of first FIN
+        self.rst_seen = False
+        self.probe: tuple[int, bytes, int, float] | None = None  # held zero-window probe byte
+        self.fast = False  # no buffered data, no probe, firm base: in-order segments go fast
+        self.acks = False  # the other direction's ACKs can be read against our base
+
+    def refresh(self) -> None:
+        """Recompute the cached flags the hot path tests, after any slow-path change."""
+        firm = self.base_known and not self.tentative
+        self.acks = firm
+        self.fast = firm and not self.buf and self.probe is None
+
+    def pristine(self) -> bool:
+        """Nothing delivered, declared or held yet: the base may still move."""
+        return self.next == 0 and not self.buf and self.probe is None
+
+    def set_base(self, seq: int, tentative: bool) -> None:
+        self.base_known = True
+        self.tentative = tentative
+        self.next = 0
+        self.next_seq = seq & _MASK
+
+    def unwrap(self, seq: int) -> int:
+        """Stream offset of ``seq``: the nearest one to ``next`` modulo 2**32."""
+        return self.next + (((seq - self.next_seq + _HALF) & _MASK) - _HALF)
+
+    def original_frame(self, offset: int) -> int | None:
+        """Frame that first delivered ``offset``, when it is still within the kept tail."""
+        if offset < self.tail_start:
+            return None
+        i = bisect_right(self.prov_offs, offset) - 1
+        return self.prov_frames[i] if i >= 0 else None
+
+    def delivered(self, lo: int, hi: int) -> bytes | None:
+        """Delivered bytes [lo, hi) clipped to the kept tail (None when nothing is left)."""
+        lo = max(lo, self.tail_start)
+        if lo >= hi:
+            return None
+        return bytes(self.tail[lo - self.tail_start : hi - self.tail_start])
+
+    def trim_tail(self, keep: int) -> None:
+        """Forget delivered bytes older than ``keep`` and their provenance."""
+        cut = len(self.tail) - keep
+        del self.tail[:cut]
+        self.tail_start += cut
+        i = bisect_right(self.prov_offs, self.tail_start) - 1
+        if i > 0:
+            del self.prov_offs[:i]
+            del self.prov_frames[:i]
+
+    def forget_tail(self) -> None:
+        """After a Gap the tail would no longer be contiguous: start it afresh."""
+        self.tail.clear()
+        self.tail_start = self.next
+        self.prov_offs.clear()
+        self.prov_frames.clear()
+
+
+class Connection:
+    """Both directions of one TCP connection, turned into ordered stream events.
+
+    ``add`` returns the events a segment causes (possibly none) and ``finish`` those the end
+    of the capture reveals.  Events of one direction satisfy the module invariant: each Data
+    or Gap starts exactly where the previous one of that direction ended, so a consumer can
+    concatenate Data and account for every missing byte with Gap.
+
+    Gap rule for ACKs (documented because it can be wrong): when one side ACKs beyond what the
+    other side delivered and no buffered segment starts at the hole, the hole is declared a
+    Gap up to min(ack, first buffered offset).  A capture that records an ACK slightly before a
+    delayed data segment will therefore show a Gap, and the late segment as a Retransmission.
+    """
+
+    __slots__ = ("client", "server", "stats", "_caddr", "_cport", "_c", "_s", "_max_buffer",
+                 "_tail_keep", "_tail_trim")
+
+    def __init__(
+        self,
+        client: tuple[str, int],
+        server: tuple[str, int],
+        *,
+        max_buffer: int = MAX_BUFFER,
+        tail_keep: int = TAIL_KEEP,
+    ) -> None:
+        self.client = client
+        self.server = server
+        self.stats = ConnectionStats()
+        self._caddr, self._cport = client
+        self._c = _Direction("C", self.stats.C)
+        self._s = _Direction("S", self.stats.S)
+        self._max_buffer = max_buffer
+        self._tail_keep = tail_keep
+        # Trim only when the tail reaches twice what we keep: amortises the memmove.
+        self._tail_trim = 2 * tail_keep
+
+    # -- public ---------------------------------------------------------------------------
+
+    def add(self, seg: Segment) -> list[StreamEvent]:
+        """Feed one segment of either direction; return the events it causes, in order."""
+        if seg.sport == self._cport and seg.src == self._caddr:
+            d, o = self._c, self._s
+        else:
+            d, o = self._s, self._c
+        d.stats.segments += 1
+        events: list[StreamEvent] = []
+        flags = seg.flags
+        if (
+            flags & _SLOW_FLAGS
+            or seg.seq != d.next_seq
+            or not d.fast
+            or seg.missing
+            or not seg.window
+            or not o.window
+        ):
+            self._slow(d, o, seg, events)
+            return events
+        # Hot path: an in-order segment (or pure ACK) of an established direction.
+        d.window = seg.window
+        if flags & ACK and o.acks:
+            diff = (seg.ack - o.next_seq) & _MASK
+            if diff and diff < _HALF:
+                self._ack(o, seg, events)
+        payload = seg.payload
+        if payload:
+            self._deliver(d, payload, seg.frame, seg.time, events)
+        return events
+
+    def finish(self) -> list[StreamEvent]:
+        """End of capture: declare every hole still open, then deliver what waited behind it."""
+        events: list[StreamEvent] = []
+        for d in (self._c, self._s):
+            if d.buf and d.probe is not None and d.probe[0] == d.next:
+                self._deliver_probe(d, events)
+            while d.buf:
+                off, _, _, frame, time = d.buf[0]
+                self._gap(d, off - d.next, frame, time, "end-of-capture", events)
+                self._drain(d, events)
+            if d.fin is not None and d.fin[0] > d.next:
+                self._gap(d, d.fin[0] - d.next, d.fin[1], d.fin[2], "end-of-capture", events)
+            d.refresh()
+        return events
+
+    # -- slow path ------------------------------------------------------------------------
+
+    def _slow(self, d: _Direction, o: _Direction, seg: Segment, events: list) -> None:
+        """Everything but an in-order segment: flags, bases, holes, old or early bytes."""
+        flags = seg.flags
+        payload = seg.payload
+        if flags & SYN:
+            self._syn(d, seg, events)
+        elif not d.base_known or (d.tentative and payload and d.pristine()):
+            d.set_base(seg.seq, tentative=not payload and not flags & FIN)
+        if flags & RST:
+            events.append(
+                Flag(d.name, "RST", seg.frame, seg.time, d.unwrap(seg.seq), d.rst_seen)
+            )
+            d.rst_seen = True
+            d.refresh()
+            return
+        if seg.window:
+            d.window = seg.window
+        else:
+            d.window = 0
+            d.stats.zero_windows += 1
+        if flags & ACK and o.acks:
+            self._ack(o, seg, events)
+        off = d.unwrap(seg.seq + 1 if flags & SYN else seg.seq)
+        length = len(payload) + seg.missing
+        if not flags & (SYN | FIN) and length <= 1 and off == d.next - 1:
+            # Keep-alive (0 or 1 byte one before next), or Linux's zero-window probe alike.
+            if o.window == 0:
+                d.stats.window_probes += 1
+            else:
+                d.stats.keepalives += 1
+        elif length:
+            self._payload(d, o, seg, off, events)
+        if flags & FIN:
+            end = off + length
+            events.append(Flag(d.name, "FIN", seg.frame, seg.time, end, d.fin is not None))
+            if d.fin is None:
+                d.fin = (end, seg.frame, seg.time)
+        d.refresh()
+
+    def _syn(self, d: _Direction, seg: Segment, events: list) -> None:
+        """A SYN or SYN-ACK: (re)set the base unless data already depends on it."""
+        repeat = d.syn_seen
+        if repeat:
+            d.stats.syn_retries += 1
+        d.syn_seen = True
+        if not d.base_known or (d.pristine() and (seg.seq + 1) & _MASK != d.next_seq):
+            d.set_base(seg.seq + 1, tentative=False)
+        elif d.tentative and d.pristine():
+            d.tentative = False
+        kind = "SYN-ACK" if seg.flags & ACK else "SYN"
+        events.append(Flag(d.name, kind, seg.frame, seg.time, d.unwrap(seg.seq + 1), repeat))
+
+    def _ack(self, o: _Direction, seg: Segment, events: list) -> None:
+        """``seg`` ACKs direction ``o``: bytes acked but never seen become Gaps."""
+        acked = o.unwrap(seg.ack)
+        if o.fin is not None and acked > o.fin[0]:
+            acked = o.fin[0]  # the ACK of the FIN itself is not data
+        if acked > o.next:
+            self._fill_hole(o, acked, seg.frame, seg.time, "acked-unseen", events)
+            o.refresh()
+
+    def _fill_hole(
+        self, d: _Direction, upto: int, frame: int, time: float, reason: str, events: list
+    ) -> None:
+        """Advance ``d`` to ``upto``, delivering buffered data and declaring Gaps between."""
+        while d.next < upto:
+            if d.probe is not None and d.probe[0] == d.next:
+                self._deliver_probe(d, events)  # the peer took the probe byte after all
+                continue
+            limit = min(upto, d.buf[0][0]) if d.buf else upto
+            self._gap(d, limit - d.next, frame, time, reason, events)
+            self._drain(d, events)
+
+    def _payload(
+        self, d: _Direction, o: _Direction, seg: Segment, off: int, events: list
+    ) -> None:
+        """Place a segment's bytes [off, off + len + missing): old, in order, or early."""
+        payload = seg.payload
+        missing = seg.missing
+        nxt = d.next
+        if o.window == 0 and len(payload) == 1 and not missing and off == nxt:
+            # Zero-window probe: the receiver usually drops it and the byte comes again.
+            d.stats.window_probes += 1
+            d.probe = (off, payload, seg.frame, seg.time)
+            return
+        end = off + len(payload) + missing
+        if off < nxt:
+            self._old(d, seg, off, min(end, nxt), events)
+            if end <= nxt:
+                return
+            cut = nxt - off
+            if cut >= len(payload):
+                missing -= cut - len(payload)
+                payload = b""
+            else:
+                payload = payload[cut:]
+            off = nxt
+        if off == nxt and not d.buf:
+            if payload:
+                self._deliver(d, payload, seg.frame, seg.time, events)
+            if missing:
+                self._gap(d, missing, seg.frame, seg.time, "snaplen", events)
+            if d.probe is not None and d.probe[0] < d.next:
+                d.probe = None
+            return
+        fresh = False
+        if payload:
+            fresh = self._insert(d, off, len(payload), payload, seg, events)
+        if missing:
+            fresh = self._insert(d, off + len(payload), missing, None, seg, events) or fresh
+        if fresh and off > nxt:
+            d.stats.out_of_order += 1
+        self._drain(d, events)
+        while d.buf_bytes > self._max_buffer:
+            self._fill_hole(d, d.buf[0][0], seg.frame, seg.time, "out-of-order-flush", events)
+
+    def _old(self, d: _Direction, seg: Segment, off: int, end: int, events: list) -> None:
+        """Bytes [off, end) were already delivered: a Retransmission, maybe an Overlap."""
+        d.stats.retransmissions += 1
+        events.append(
+            Retransmission(d.name, seg.frame, seg.time, off, end - off, d.original_frame(off))
+        )
+        captured_end = min(end, off + len(seg.payload))
+        first = d.delivered(off, captured_end)
+        if first is None:
+            return
+        lo = captured_end - len(first)
+        second = seg.payload[lo - off : captured_end - off]
+        if first != second:
+            d.stats.overlaps_differing += 1
+            events.append(
+                Overlap(d.name, seg.frame, seg.time, lo, first, second, d.original_frame(lo))
+            )
+
+    def _insert(
+        self, d: _Direction, off: int, length: int, data: bytes | None, seg: Segment, events: list
+    ) -> bool:
+        """Buffer [off, off + length) where no earlier segment already is (first wins).
+
+        Returns whether any new byte was buffered; a full duplicate is a Retransmission.
+        """
+        buf = d.buf
+        end = off + length
+        i = bisect_left(buf, (off,))
+        if i and buf[i - 1][0] + buf[i - 1][1] > off:
+            i -= 1
+        cursor = off
+        fresh: list[tuple[int, int]] = []
+        first_frame = None
+        while i < len(buf) and buf[i][0] < end:
+            b_off, b_len, b_data, b_frame, _ = buf[i]
+            if first_frame is None:
+                first_frame = b_frame
+            b_end = b_off + b_len
+            if b_off > cursor:
+                fresh.append((cursor, b_off))
+            lo, hi = max(b_off, cursor), min(b_end, end)
+            if data is not None and b_data is not None and lo < hi:
+                first = b_data[lo - b_off : hi - b_off]
+                second = data[lo - off : hi - off]
+                if first != second:
+                    d.stats.overlaps_differing += 1
+                    events.append(Overlap(d.name, seg.frame, seg.time, lo, first, second, b_frame))
+            cursor = max(cursor, b_end)
+            i += 1
+        if cursor < end:
+            fresh.append((cursor, end))
+        if not fresh:
+            if data is not None:
+                d.stats.retransmissions += 1
+                events.append(
+                    Retransmission(d.name, seg.frame, seg.time, off, length, first_frame)
+                )
+            return False
+        for lo, hi in fresh:
+            piece = None if data is None else data[lo - off : hi - off]
+            insort(buf, (lo, hi - lo, piece, seg.frame, seg.time))
+            if piece is not None:
+                d.buf_bytes += hi - lo
+        return True
+
+    def _drain(self, d: _Direction, events: list) -> None:
+        """Deliver buffered pieces that now continue the stream."""
+        buf = d.buf
+        i = 0
+        while i < len(buf) and buf[i][0] <= d.next:
+            off, length, data, frame, time = buf[i]
+            i += 1
+            if data is not None:
+                d.buf_bytes -= length
+            cut = d.next - off  # > 0 only if an invariant broke; stay correct anyway
+            if cut >= length:
+                continue
+            if data is None:
+                self._gap(d, length - cut, frame, time, "snaplen", events)
+            else:
+                self._deliver(d, data[cut:] if cut else data, frame, time, events)
+        if i:
+            del buf[:i]
+        if d.probe is not None and d.probe[0] < d.next:
+            d.probe = None
+
+    # -- primitives -----------------------------------------------------------------------
+
+    def _deliver(self, d: _Direction, data: bytes, frame: int, time: float, events: list) -> None:
+        """Emit the next contiguous bytes and remember them (bounded) for later comparison."""
+        nxt = d.next
+        events.append(Data(d.name, nxt, data, frame, time))
+        n = len(data)
+        d.next = nxt + n
+        d.next_seq = (d.next_seq + n) & _MASK
+        d.stats.bytes += n
+        d.prov_offs.append(nxt)
+        d.prov_frames.append(frame)
+        tail = d.tail
+        tail += data
+        if len(tail) > self._tail_trim:
+            d.trim_tail(self._tail_keep)
+
+    def _deliver_probe(self, d: _Direction, events: list) -> None:
+        _, data, frame, time = d.probe  # type: ignore[misc]
+        d.probe = None
+        self._deliver(d, data, frame, time, events)
+        self._drain(d, events)
+
+    def _gap(
+        self, d: _Direction, length: int, frame: int, time: float, reason: str, events: list
+    ) -> None:
+        """Declare ``length`` unseen bytes at ``next`` so later offsets stay true."""
+        events.append(Gap(d.name, d.next, length, frame, time, reason))
+        d.next += length
+        d.next_seq = (d.next_seq + length) & _MASK
+        d.stats.gaps += 1
+        d.stats.gap_bytes += length
+        d.forget_tail()
