@@ -1,0 +1,5 @@
+"""python -m pcapsmtp"""
+
+from pcapsmtp.cli import main
+
+main()

@@ -1,0 +1,171 @@
+"""The command line: ``pcapsmtp analyze``, ``pcapsmtp explain``.
+
+Errors the user can act on come out as one line on stderr with exit status 1
+(2 for usage errors, click's convention); a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from pcapsmtp import __version__
+from pcapsmtp.capture import CaptureError
+from pcapsmtp.flows import DEFAULT_PORTS, Selection
+
+FORMATS = ("text", "json")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"pcapsmtp: error: {message}", err=True)
+    sys.exit(1)
+
+
+def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn any failure into one line on stderr (a traceback only with --debug)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = kwargs.get("debug", False)
+        try:
+            return func(*args, **kwargs)
+        except CaptureError as exc:
+            _fail(str(exc))
+        except (BrokenPipeError, KeyboardInterrupt):
+            sys.exit(1)
+        except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback
+            if debug:
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} "
+                  "(run again with --debug and report it)")
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="pcapsmtp")
+def main() -> None:
+    """Read packet captures of SMTP traffic and say, per session, where and why it died.
+
+    \b
+    Start with:
+      pcapsmtp analyze capture.pcap          report on every SMTP session in a capture
+      tcpdump -U -w - port 25 | pcapsmtp analyze -     ... while the capture runs
+      pcapsmtp explain tls-client-silent-after-handshake   what a verdict means
+    """
+
+
+def _ports(values: tuple[str, ...]) -> set[int]:
+    ports: set[int] = set()
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if not part.isdigit() or not 0 < int(part) < 65536:
+                raise click.BadParameter(f"not a TCP port: {part!r}", param_hint="--port")
+            ports.add(int(part))
+    return ports
+
+
+def _progress() -> Callable[[int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(n: int) -> None:
+        click.echo(f"\rpcapsmtp: {n:,} packets read", err=True, nl=False)
+    return show
+
+
+@main.command()
+@click.argument("capture", metavar="CAPTURE")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="text",
+              show_default=True,
+              help="text to read and paste; json for scripts (schema pcapsmtp/1).")
+@click.option("-p", "--port", "ports", multiple=True, metavar="PORT[,PORT]",
+              help="Also follow these TCP ports (25, 465 and 587 always are).")
+@click.option("--any-port", is_flag=True,
+              help="Find SMTP on any port by its 220 greeting (slower).")
+@click.option("--tls-port", "tls_ports", multiple=True, metavar="PORT[,PORT]",
+              help="Ports that speak TLS from the first byte, like 465.")
+@click.option("--brief", is_flag=True, help="Verdicts only, no per-session timeline.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write the report to this file instead of standard output.")
+@click.option("--fail-on", metavar="CODE[,CODE]", default="",
+              help="Exit with status 3 when any session gets one of these verdicts "
+                   "('any-failure' for every verdict but ok and ok-no-mail).")
+@click.option("--debug", is_flag=True, hidden=True)
+@_guarded
+def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
+            tls_ports: tuple[str, ...], brief: bool, output: str | None, fail_on: str,
+            debug: bool) -> None:
+    """Report on every SMTP session in CAPTURE (pcap, pcapng, gzipped; '-' reads stdin).
+
+    For each session: who talked to whom, the dialogue as the wire saw it (plaintext
+    SMTP, then TLS records after STARTTLS or on port 465), and a verdict saying where
+    and why it died, with frame numbers as evidence.  Exit status: 0 analysed, 1 the
+    input could not be read, 2 usage error, 3 a --fail-on verdict was found.
+    """
+    from pcapsmtp.analyze import analyze as run
+
+    implicit = _ports(tls_ports) | {465}
+    selection = Selection(ports=frozenset(DEFAULT_PORTS | _ports(ports) | implicit),
+                          implicit_tls_ports=frozenset(implicit), any_port=any_port)
+    result = run(capture, selection, progress=_progress())
+    if _progress():
+        click.echo("\r\033[K", err=True, nl=False)
+    if not result.sessions:
+        where = "any port" if any_port else "ports " + ",".join(
+            str(p) for p in sorted(selection.ports))
+        problem = f"; {result.capture.problem}" if result.capture.problem else ""
+        _fail(f"no SMTP sessions in {capture} ({result.capture.packets:,} packets, {where}"
+              f"{problem}); try --port or --any-port")
+    report = _render(result, fmt, brief)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(report)
+    else:
+        click.echo(report, nl=False)
+    sys.exit(_exit_status(result, fail_on))
+
+
+def _render(result: Any, fmt: str, brief: bool) -> str:
+    if fmt == "json":
+        from pcapsmtp.render import json as json_report
+        return json_report.render(result)
+    from pcapsmtp.render import text
+    return text.render(result, timelines=not brief)
+
+
+def _exit_status(result: Any, fail_on: str) -> int:
+    wanted = {c.strip() for c in fail_on.split(",") if c.strip()}
+    if not wanted:
+        return 0
+    for s in result.sessions:
+        code = getattr(s.verdict, "code", None)
+        if code in wanted or ("any-failure" in wanted and code and not code.startswith("ok")):
+            return 3
+    return 0
+
+
+@main.command()
+@click.argument("code", required=False)
+def explain(code: str | None) -> None:
+    """What a verdict CODE means, how it is detected, the log lines each side's MTA
+    writes for it, and what to do.  Without CODE: the list of codes."""
+    from pcapsmtp import explain as texts
+
+    if code is None or code not in texts.CODES:
+        if code is not None:
+            click.echo(f"pcapsmtp: unknown verdict code {code!r}; the codes are:", err=True)
+        for c in texts.CODES:
+            click.echo(c)
+        sys.exit(0 if code is None else 2)
+    click.echo(texts.explain(code), nl=False)
+
+
+if __name__ == "__main__":
+    main()

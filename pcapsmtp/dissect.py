@@ -1,0 +1,253 @@
+"""Runs the dissectors over one connection's reassembled streams: the timeline builder.
+
+Bytes flow Segment -> reassembly.Connection -> SMTP parser (plaintext) or TLS
+parser (after STARTTLS, or from the first byte on port 465) -> timeline
+Events.  This module is the only place that maps the dissectors' stream
+offsets back to frame numbers and times, so it keeps a short record of where
+each chunk of each direction came from ("provenance").
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import deque
+from typing import Any
+
+from dissectors import smtp
+from dissectors.tls import TlsParser
+from pcapsmtp.jsonable import escape, plain_fields
+from pcapsmtp.packets import SYN, Segment
+from pcapsmtp.reassembly import Connection, Data, Flag, Gap, Overlap, Retransmission
+from pcapsmtp.timeline import Event, Session
+
+# Provenance entries kept per direction; older ones are dropped in halves.  A
+# body longer than this many segments loses the frame of its first byte (the
+# event keeps the frame that completed it).
+PROVENANCE_CAP = 16384
+# Events kept per session: the head and the tail (the end is where sessions die).
+HEAD_EVENTS = 3000
+TAIL_EVENTS = 1000
+
+
+class _Provenance:
+    """Stream offset -> (frame, time) of the chunk that carried it, for one direction."""
+
+    __slots__ = ("starts", "frames", "times")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.frames: list[int] = []
+        self.times: list[float] = []
+
+    def add(self, offset: int, frame: int, time: float) -> None:
+        if len(self.starts) >= PROVENANCE_CAP:
+            half = PROVENANCE_CAP // 2
+            del self.starts[:half], self.frames[:half], self.times[:half]
+        self.starts.append(offset)
+        self.frames.append(frame)
+        self.times.append(time)
+
+    def index(self, offset: int) -> int:
+        """Index of the chunk holding ``offset``; -1 when it is older than we kept."""
+        return bisect_right(self.starts, offset) - 1
+
+    def segments(self, start: int, end: int) -> list[list[int]]:
+        """[[frame, offset within the range, length], ...] for a range spanning chunks."""
+        first, last = self.index(start), self.index(max(start, end - 1))
+        if first < 0 or first == last:
+            return []
+        out = []
+        for i in range(first, last + 1):
+            lo = max(self.starts[i], start)
+            hi = min(self.starts[i + 1], end) if i + 1 < len(self.starts) else end
+            out.append([self.frames[i], lo - start, hi - lo])
+        return out
+
+
+class SessionBuilder:
+    """Builds one Session's timeline from its segments, as they arrive."""
+
+    def __init__(self, sid: int, client: tuple[str, int], server: tuple[str, int],
+                 first: Segment, implicit_tls: bool) -> None:
+        self.session = Session(
+            id=sid, client=client, server=server,
+            ip_version=6 if ":" in client[0] else 4,
+            first_time=first.time, last_time=first.time,
+            first_frame=first.frame, last_frame=first.frame,
+            implicit_tls=implicit_tls,
+        )
+        self.conn = Connection(client=client, server=server)
+        self.smtp = smtp.SmtpParser()
+        self.tls: TlsParser | None = TlsParser() if implicit_tls else None
+        self.mode = {"C": "tls" if implicit_tls else "smtp", "S": "tls" if implicit_tls else "smtp"}
+        self.prov = {"C": _Provenance(), "S": _Provenance()}
+        self.head: list[Event] = []
+        self.tail: deque[Event] = deque(maxlen=TAIL_EVENTS)
+        self.closed_at: float | None = None
+        self.last_time = first.time
+        self.has_data = False
+        self.client_isn = first.seq if first.flags & SYN and (first.src, first.sport) == client \
+            else None
+        self._fins: set[str] = set()
+
+    # -- input -------------------------------------------------------------
+
+    def add(self, seg: Segment) -> None:
+        s = self.session
+        s.packets += 1
+        s.last_time = self.last_time = seg.time
+        s.last_frame = seg.frame
+        if seg.flags & SYN and (seg.src, seg.sport) == s.client:
+            s.syn_seen = True
+        for ev in self.conn.add(seg):
+            self._stream_event(ev)
+
+    def finish(self, end_of_capture: bool) -> Session:
+        """Flush everything; the session is complete (or the capture ended)."""
+        for ev in self.conn.finish():
+            self._stream_event(ev)
+        for d in ("C", "S"):
+            self._dissector_events(d, self._parser(d).close(d) if self._parser(d) else [])
+        s = self.session
+        s.open_at_end = end_of_capture and self.closed_at is None
+        s.stats = self.conn.stats
+        s.tls = self.tls.progress if self.tls else None
+        s.events = self.head + list(self.tail)
+        if s.events_dropped:
+            t = self.tail[0]
+            s.events.insert(len(self.head), Event(
+                t.time, t.frame, "", "note",
+                f"... {s.events_dropped:,} events not kept (per-session cap) ...",
+                fields={"what": "events-dropped", "count": s.events_dropped}))
+        return s
+
+    # -- stream events -----------------------------------------------------
+
+    def _stream_event(self, ev: Any) -> None:
+        if isinstance(ev, Data):
+            self.has_data = True
+            self.prov[ev.direction].add(ev.offset, ev.frame, ev.time)
+            parser = self._parser(ev.direction)
+            if parser is not None:
+                self._dissector_events(ev.direction, parser.receive(ev.direction, ev.data,
+                                                                    ev.offset))
+        elif isinstance(ev, Flag):
+            self._flag(ev)
+        elif isinstance(ev, Gap):
+            self._emit(Event(ev.time, ev.frame, ev.direction, "tcp-gap",
+                             f"{ev.length:,} bytes missing from the capture ({ev.reason})",
+                             fields={"offset": ev.offset, "length": ev.length,
+                                     "reason": ev.reason}))
+            parser = self._parser(ev.direction)
+            if parser is not None:
+                self._dissector_events(ev.direction, parser.gap(ev.direction, ev.offset,
+                                                                ev.length))
+        elif isinstance(ev, Retransmission):
+            first = f" (first sent in frame {ev.original_frame})" if ev.original_frame else ""
+            self._emit(Event(ev.time, ev.frame, ev.direction, "tcp-retransmission",
+                             f"retransmission of {ev.length:,} bytes{first}",
+                             fields={"offset": ev.offset, "length": ev.length,
+                                     "original_frame": ev.original_frame}))
+        elif isinstance(ev, Overlap):
+            self._emit(Event(ev.time, ev.frame, ev.direction, "tcp-overlap",
+                             f"bytes differ from the first copy: {escape(ev.first)!r} -> "
+                             f"{escape(ev.second)!r}",
+                             first_frame=ev.first_frame,
+                             fields={"offset": ev.offset, "first": escape(ev.first),
+                                     "second": escape(ev.second)}))
+
+    def _flag(self, ev: Flag) -> None:
+        kind = "tcp-" + ev.kind.lower()
+        text = ev.kind + (" (again)" if ev.repeat else "")
+        self._emit(Event(ev.time, ev.frame, ev.direction, kind, text,
+                         fields={"repeat": ev.repeat, "offset": ev.offset}))
+        if ev.kind == "RST":
+            self.closed_at = self.closed_at or ev.time
+        elif ev.kind == "FIN":
+            self._fins.add(ev.direction)
+            if len(self._fins) == 2:
+                self.closed_at = self.closed_at or ev.time
+
+    def _parser(self, direction: str) -> Any:
+        mode = self.mode[direction]
+        return self.smtp if mode == "smtp" else self.tls if mode == "tls" else None
+
+    # -- dissector events --------------------------------------------------
+
+    def _dissector_events(self, direction: str, events: list[Any]) -> None:
+        for ev in events:
+            if isinstance(ev, smtp.TlsStart):
+                self._start_tls(ev)
+            else:
+                self._emit(self._convert(ev))
+
+    def _start_tls(self, ev: smtp.TlsStart) -> None:
+        d = ev.direction
+        if self.tls is None:
+            self.tls = TlsParser()
+        self.mode[d] = "tls"
+        frame, time = self._where(d, ev.start)
+        self._emit(Event(time, frame, d, "smtp-tls-start", "(TLS from here on)"))
+        if ev.pending:
+            self._dissector_events(d, self.tls.receive(d, ev.pending, ev.start))
+
+    def _where(self, direction: str, offset: int) -> tuple[int, float]:
+        prov = self.prov[direction]
+        i = prov.index(offset)
+        if i < 0:
+            i = 0 if prov.frames else -1
+        if i < 0:
+            return self.session.last_frame, self.last_time
+        return prov.frames[i], prov.times[i]
+
+    def _convert(self, ev: Any) -> Event:
+        d = ev.direction
+        end = max(ev.start, ev.end - 1)
+        frame, time = self._where(d, end)
+        first_frame, _ = self._where(d, ev.start)
+        in_tls = self.mode[d] == "tls" and not isinstance(ev, smtp.Unparsed)
+        kind, text, fields = describe(ev)
+        if isinstance(ev, smtp.Command | smtp.Reply):
+            segs = self.prov[d].segments(ev.start, ev.end)
+            if segs:
+                fields["segments"] = segs
+        fields.setdefault("start", ev.start)
+        fields.setdefault("end", ev.end)
+        return Event(time, frame, d, kind, text, tls=in_tls,
+                     first_frame=first_frame if first_frame != frame else None, fields=fields)
+
+    def _emit(self, event: Event) -> None:
+        if len(self.head) < HEAD_EVENTS:
+            self.head.append(event)
+            return
+        if len(self.tail) == self.tail.maxlen:
+            self.session.events_dropped += 1
+        self.tail.append(event)
+
+
+def describe(ev: Any) -> tuple[str, str, dict[str, Any]]:
+    """Timeline kind, display text and fields for one dissector event."""
+    if isinstance(ev, smtp.Command):
+        return "smtp-command", ev.text, {
+            "verb": ev.verb, "argument": ev.argument, "known": ev.known,
+            "bare_lf": ev.bare_lf, "eight_bit": ev.eight_bit, "truncated": ev.truncated}
+    if isinstance(ev, smtp.Reply):
+        first = ev.lines[0] if ev.lines else ""
+        text = f"{ev.code} {first}" if ev.code is not None else first
+        return "smtp-reply", text, {
+            "code": ev.code, "enhanced": ev.enhanced, "lines": list(ev.lines),
+            "answers": ev.answers, "capabilities": list(ev.capabilities),
+            "malformed": ev.malformed}
+    if isinstance(ev, smtp.MessageBody):
+        what = "BDAT chunk" if ev.chunk else "message body"
+        end = (" LAST" if ev.last else "") if ev.chunk else (
+            ", ended by '.'" if ev.complete else ", end not seen")
+        return "smtp-body", f"[{what}: {ev.size:,} bytes{end}]", {
+            "size": ev.size, "complete": ev.complete, "chunk": ev.chunk, "last": ev.last}
+    if isinstance(ev, smtp.Credentials):
+        return "smtp-auth-data", f"[AUTH data: {ev.length} bytes, masked]", {"length": ev.length}
+    if isinstance(ev, smtp.Unparsed):
+        return "smtp-unparsed", f"[not SMTP: {ev.reason}] {ev.preview}", {
+            "reason": ev.reason, "preview": ev.preview}
+    kind = getattr(ev, "kind", "tls-" + type(ev).__name__.lower())
+    return kind, ev.summary(), plain_fields(ev, skip=("direction",))

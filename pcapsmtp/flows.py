@@ -1,0 +1,146 @@
+"""Which TCP connections are SMTP sessions, and who is the client in each.
+
+The flow table sits between packet decoding and reassembly.  It decides, per
+4-tuple, whether to follow a connection (a known SMTP port, or -- with banner
+detection -- a server that greets with ``220``), which side is the client
+(the SYN's sender; else the side not on the SMTP port; else the side that did
+not send the banner), and when the same 4-tuple starts a new connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from pcapsmtp.packets import ACK, FIN, RST, SYN, Segment
+
+DEFAULT_PORTS = frozenset({25, 465, 587})
+IMPLICIT_TLS_PORTS = frozenset({465})
+
+# With banner detection, how many segments of an unknown flow we keep while
+# waiting for its first payload; a flow that shows no ``220`` by then is ignored.
+PROBE_SEGMENTS = 8
+
+Key = tuple[str, int, str, int]
+
+
+@dataclass
+class Selection:
+    """What the user asked to follow."""
+
+    ports: frozenset[int] = DEFAULT_PORTS
+    implicit_tls_ports: frozenset[int] = IMPLICIT_TLS_PORTS
+    any_port: bool = False  # find SMTP on any port by its 220 banner
+
+
+@dataclass
+class _Probe:
+    """A flow on a non-SMTP port that might still turn out to be SMTP."""
+
+    segments: list[Segment] = field(default_factory=list)
+
+
+def flow_key(seg: Segment) -> Key:
+    """Same key for both directions of a connection."""
+    a = (seg.src, seg.sport)
+    b = (seg.dst, seg.dport)
+    return (*a, *b) if a <= b else (*b, *a)  # type: ignore[return-value]
+
+
+def _looks_like_banner(payload: bytes) -> bool:
+    return len(payload) >= 4 and payload[:3] == b"220" and payload[3:4] in (b" ", b"-")
+
+
+def choose_client(seg: Segment, ports: frozenset[int]) -> tuple[tuple[str, int], tuple[str, int]]:
+    """Client and server endpoints for the first segment seen of a connection."""
+    src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
+    flags = seg.flags
+    if flags & SYN and not flags & ACK:
+        return src, dst
+    if flags & SYN and flags & ACK:
+        return dst, src
+    if seg.dport in ports and seg.sport not in ports:
+        return src, dst
+    if seg.sport in ports and seg.dport not in ports:
+        return dst, src
+    if _looks_like_banner(seg.payload):
+        return dst, src
+    # Both or neither on an SMTP port: the lower port is the service.
+    return (src, dst) if seg.dport <= seg.sport else (dst, src)
+
+
+class FlowTable:
+    """Routes segments to per-connection handlers made by ``factory``.
+
+    ``factory(client, server, first_segment)`` returns an object with
+    ``add(seg)`` and ``closed_at`` (capture time at which the connection
+    closed, or None); the table only decides identity and lifetime.
+    """
+
+    def __init__(self, selection: Selection, factory: Callable[..., object]) -> None:
+        self.selection = selection
+        self.factory = factory
+        self.active: dict[Key, object] = {}
+        self._probes: dict[Key, _Probe] = {}
+
+    def add(self, seg: Segment) -> Iterator[object]:
+        """Feed one segment; yields connections it displaced (to be finished)."""
+        key = flow_key(seg)
+        conn = self.active.get(key)
+        if conn is not None:
+            if _starts_new_connection(seg, conn):
+                del self.active[key]
+                yield conn
+            else:
+                conn.add(seg)  # type: ignore[attr-defined]
+                return
+        ports = self.selection.ports
+        if seg.sport in ports or seg.dport in ports:
+            self._open(key, seg, [seg])
+        elif self.selection.any_port:
+            self._probe(key, seg)
+
+    def _open(self, key: Key, first: Segment, segments: list[Segment]) -> None:
+        client, server = choose_client(first, self.selection.ports)
+        conn = self.factory(client, server, first)
+        self.active[key] = conn
+        for s in segments:
+            conn.add(s)  # type: ignore[attr-defined]
+
+    def _probe(self, key: Key, seg: Segment) -> None:
+        probe = self._probes.setdefault(key, _Probe())
+        probe.segments.append(seg)
+        if _looks_like_banner(seg.payload):
+            del self._probes[key]
+            first = probe.segments[0]
+            if not first.flags & SYN:
+                first = seg  # no handshake seen: the banner tells who serves
+            self._open(key, first, probe.segments)
+        elif len(probe.segments) >= PROBE_SEGMENTS or seg.flags & (FIN | RST):
+            del self._probes[key]
+
+    def pop_closed(self, now: float, grace: float) -> list[object]:
+        """Connections closed more than ``grace`` seconds of capture time ago."""
+        done = [k for k, c in self.active.items()
+                if c.closed_at is not None and now - c.closed_at > grace]  # type: ignore
+        return [self.active.pop(k) for k in done]
+
+    def pop_idle(self, now: float, idle: float) -> list[object]:
+        """Connections with no packet for ``idle`` seconds (live mode)."""
+        done = [k for k, c in self.active.items() if now - c.last_time > idle]  # type: ignore
+        return [self.active.pop(k) for k in done]
+
+    def drain(self) -> list[object]:
+        """Everything still open: the capture ended."""
+        conns = list(self.active.values())
+        self.active.clear()
+        self._probes.clear()
+        return conns
+
+
+def _starts_new_connection(seg: Segment, conn: object) -> bool:
+    """A fresh SYN on a 4-tuple whose previous connection is over (port reuse)."""
+    if not (seg.flags & SYN) or seg.flags & ACK:
+        return False
+    return bool(getattr(conn, "closed_at", None) is not None or getattr(conn, "has_data", False)) \
+        and seg.seq != getattr(conn, "client_isn", seg.seq)

@@ -1,0 +1,61 @@
+"""What every renderer shares: names, times, the session's ending."""
+
+from __future__ import annotations
+
+import time as _time
+
+from pcapsmtp.timeline import Session
+
+LINKTYPE_NAMES = {
+    0: "NULL", 1: "EN10MB", 12: "RAW", 14: "RAW", 101: "RAW", 108: "LOOP",
+    113: "LINUX_SLL", 228: "IPV4", 229: "IPV6", 276: "LINUX_SLL2",
+}
+
+
+def linktype_name(linktype: int) -> str:
+    return LINKTYPE_NAMES.get(linktype, f"LINKTYPE_{linktype}")
+
+
+def utc(ts: float | None, date: bool = True) -> str:
+    """'2026-11-23 20:41:03.123' (UTC): reports are read across time zones."""
+    if ts is None:
+        return "-"
+    fmt = "%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S"
+    return _time.strftime(fmt, _time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}"
+
+
+def mark(direction: str, tls: bool) -> str:
+    """Direction marks as swaks prints them: -> <- in plaintext, ~> <~ inside TLS."""
+    if direction == "C":
+        return "~>" if tls else "->"
+    if direction == "S":
+        return "<~" if tls else "<-"
+    return "**"
+
+
+def ending(session: Session) -> dict[str, object]:
+    """How the session ended, read off the timeline: who closed, how, last words."""
+    closer = how = None
+    for e in session.events:
+        if e.kind in ("tcp-fin", "tcp-rst"):
+            closer = "client" if e.direction == "C" else "server"
+            how = "FIN" if e.kind == "tcp-fin" else "RST"
+            break
+    last_cmd = last_reply = None
+    for e in reversed(session.events):
+        if last_cmd is None and e.kind == "smtp-command":
+            last_cmd = e.text
+        if last_reply is None and e.kind == "smtp-reply":
+            last_reply = e.text
+        if last_cmd and last_reply:
+            break
+    if closer is None:
+        how = "still open at the end of the capture" if session.open_at_end else "no close seen"
+    return {"closed_by": closer, "how": how, "last_command": last_cmd, "last_reply": last_reply}
+
+
+def ending_text(session: Session) -> str:
+    e = ending(session)
+    if e["closed_by"]:
+        return f"{e['closed_by']} {e['how']}"
+    return str(e["how"])

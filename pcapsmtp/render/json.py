@@ -1,0 +1,93 @@
+"""The JSON report: the stable contract for scripts (schema ``pcapsmtp/1``).
+
+Fields listed in DESIGN.md ("The JSON contract") are never renamed or removed
+without bumping the schema; anything else may be added.  docs/json-schema.md
+describes every field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from pcapsmtp import __version__
+from pcapsmtp.analyze import Analysis
+from pcapsmtp.jsonable import plain
+from pcapsmtp.render.common import ending, linktype_name
+from pcapsmtp.timeline import Event, Session, endpoint
+
+SCHEMA = "pcapsmtp/1"
+
+
+def render(result: Analysis) -> str:
+    return json.dumps(to_dict(result), indent=1, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def to_dict(result: Analysis) -> dict[str, Any]:
+    info = result.capture
+    return {
+        "schema": SCHEMA,
+        "tool": {"name": "pcapsmtp", "version": __version__, "engine": result.engine},
+        "capture": {
+            "file": info.file, "format": info.format, "compressed": info.compressed,
+            "packets": info.packets, "first": info.first, "last": info.last,
+            "linktypes": [linktype_name(t) for t in info.linktypes],
+            "snaplen": info.snaplen, "problem": info.problem,
+        },
+        "decode": _decode(result),
+        "summary": {
+            "sessions": len(result.sessions),
+            "verdicts": dict(Counter(_finding(s.verdict)["code"] for s in result.sessions
+                                     if s.verdict is not None)),
+        },
+        "findings": [_finding(f) for f in result.findings],
+        "sessions": [session_dict(s) for s in result.sessions],
+    }
+
+
+def _decode(result: Analysis) -> dict[str, Any]:
+    st = result.decode
+    return {"frames": st.frames, "tcp": st.tcp, "non_tcp": st.non_tcp,
+            "unknown_linktypes": {linktype_name(k): v for k, v in st.unknown_linktypes.items()},
+            "fragments": st.fragments, "reassembled": st.reassembled,
+            "fragments_incomplete": st.fragments_incomplete, "malformed": st.malformed}
+
+
+def session_dict(s: Session) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "client": endpoint(s.client),
+        "server": endpoint(s.server),
+        "ip_version": s.ip_version,
+        "first": s.first_time, "last": s.last_time,
+        "duration": round(s.last_time - s.first_time, 6),
+        "first_frame": s.first_frame, "last_frame": s.last_frame,
+        "packets": s.packets,
+        "syn_seen": s.syn_seen, "implicit_tls": s.implicit_tls, "open_at_end": s.open_at_end,
+        "verdict": _finding(s.verdict) if s.verdict is not None else None,
+        "notes": [_finding(n) for n in s.notes],
+        "ending": ending(s),
+        "tcp": _stats(s.stats),
+        "tls": plain(s.tls),
+        "events_dropped": s.events_dropped,
+        "events": [event_dict(e, s.first_time) for e in s.events],
+    }
+
+
+def event_dict(e: Event, start: float) -> dict[str, Any]:
+    return {"time": e.time, "rel": round(e.time - start, 6), "frame": e.frame,
+            "first_frame": e.first_frame, "dir": e.direction, "tls": e.tls,
+            "kind": e.kind, "text": e.text, "fields": e.fields}
+
+
+def _finding(f: Any) -> dict[str, Any]:
+    if hasattr(f, "to_dict"):
+        return f.to_dict()
+    return plain(f)
+
+
+def _stats(stats: Any) -> Any:
+    if stats is None:
+        return None
+    return {"client": plain(stats.C), "server": plain(stats.S)}

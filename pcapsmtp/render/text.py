@@ -1,0 +1,178 @@
+"""The plain-text report: what people paste into a mailing list.
+
+At most 100 columns, deterministic (same capture, same bytes out), the tool
+version and the capture's facts at the top, then a summary table, then each
+session with its verdict and timeline.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+from tabulate import tabulate
+
+from pcapsmtp import __version__
+from pcapsmtp.analyze import Analysis
+from pcapsmtp.render.common import ending_text, linktype_name, mark, utc
+from pcapsmtp.timeline import Event, Session, endpoint
+
+WIDTH = 100
+# Silence between two events worth a line of its own in the timeline.
+IDLE_MARK = 1.0
+# Reply lines shown per reply; the rest are counted.
+REPLY_LINES = 16
+
+
+def render(result: Analysis, timelines: bool = True) -> str:
+    return "\n".join(lines(result, timelines)) + "\n"
+
+
+def lines(result: Analysis, timelines: bool = True) -> Iterator[str]:
+    yield from header(result)
+    yield ""
+    yield from summary(result.sessions)
+    for finding in result.findings:
+        yield ""
+        yield from _wrap(f"Across sessions: {finding.summary}", "", "  ")
+    for session in result.sessions:
+        yield ""
+        yield from session_block(session, timelines)
+
+
+def header(result: Analysis) -> Iterator[str]:
+    info = result.capture
+    yield f"pcapsmtp {__version__} ({result.engine} engine)"
+    span = ""
+    if info.first is not None and info.last is not None:
+        span = f", {utc(info.first)} to {utc(info.last)} UTC ({info.last - info.first:.3f} s)"
+    yield from _wrap(f"file: {info.file}  ({info.packets:,} packets{span})", "", "  ")
+    links = ", ".join(linktype_name(t) for t in info.linktypes) or "none"
+    snap = f"snaplen {info.snaplen}" if info.snaplen else "snaplen unknown"
+    gz = ", gzip" if info.compressed else ""
+    yield f"format: {info.format}{gz}, link type {links}, {snap}"
+    skipped = _decode_notes(result)
+    if skipped:
+        yield from _wrap("decode: " + skipped, "", "  ")
+    if info.problem:
+        yield from _wrap(f"WARNING: {info.problem}; sessions below are what came before it.",
+                         "", "  ")
+
+
+def _decode_notes(result: Analysis) -> str:
+    st = result.decode
+    parts = []
+    for lt, n in sorted(st.unknown_linktypes.items()):
+        parts.append(f"{n:,} frames of unsupported link type {linktype_name(lt)}")
+    if st.malformed:
+        parts.append(f"{st.malformed:,} malformed frames skipped")
+    if st.fragments_incomplete:
+        parts.append(f"{st.fragments_incomplete:,} IP datagrams with missing fragments")
+    return "; ".join(parts)
+
+
+def summary(sessions: list[Session]) -> Iterator[str]:
+    counts = Counter(_code(s) for s in sessions)
+    if not sessions:
+        yield "No SMTP sessions found (ports: see --port, or --any-port to find them by banner)."
+        return
+    tally = ", ".join(f"{code} {n}" for code, n in sorted(counts.items(), key=lambda x: -x[1]))
+    yield f"sessions: {len(sessions)}  ({tally})"
+    attention = [s for s in sessions if not _code(s).startswith("ok")]
+    if attention:
+        yield "needing attention: " + ", ".join(f"#{s.id} {_code(s)}" for s in attention)
+    yield ""
+    rows = [[s.id, endpoint(s.client), endpoint(s.server), utc(s.first_time, date=False),
+             f"{s.last_time - s.first_time:.3f}", s.packets, ending_text(s), _code(s)]
+            for s in sessions]
+    table = tabulate(rows, headers=["#", "client", "server", "start UTC", "secs", "pkts",
+                                    "ended", "verdict"],
+                     tablefmt="simple", disable_numparse=True)
+    yield from table.splitlines()
+
+
+def _code(session: Session) -> str:
+    return getattr(session.verdict, "code", None) or "-"
+
+
+def session_block(session: Session, timeline: bool = True) -> Iterator[str]:
+    title = (f"Session {session.id}   {endpoint(session.client)} → {endpoint(session.server)}"
+             f"   {_code(session)}")
+    yield title
+    verdict = session.verdict
+    if verdict is not None:
+        yield from _wrap(verdict.summary, "  ", "  ")
+        for ev in getattr(verdict, "evidence", [])[:8]:
+            rel = ev.time - session.first_time
+            yield from _wrap(f"frame {ev.frame} (+{rel:.3f} s): {ev.what}", "    - ", "      ")
+        if getattr(verdict, "cannot_prove", None):
+            yield from _wrap("Cannot tell: " + verdict.cannot_prove, "  ", "  ")
+        if getattr(verdict, "next_step", None):
+            yield from _wrap("Next: " + verdict.next_step, "  ", "  ")
+    for note in session.notes:
+        yield from _wrap(f"note ({note.code}): {note.summary}", "  ", "    ")
+    if timeline:
+        yield ""
+        yield from timeline_rows(session)
+
+
+def timeline_rows(session: Session) -> Iterator[str]:
+    yield "      +time  dir   frame  event"
+    prev = session.first_time
+    for event, count, last in _grouped(session.events):
+        idle = event.time - prev
+        if idle >= IDLE_MARK:
+            yield f"{'':>11}  ..{'':>8}  ({idle:.1f} s without traffic)"
+        prev = max(prev, event.time)
+        yield from event_rows(session, event, count, last)
+
+
+def _grouped(events: Iterable[Event]) -> Iterator[tuple[Event, int, Event]]:
+    """Runs of retransmissions collapse into one row: they are evidence, not dialogue."""
+    run: list[Event] = []
+    for e in events:
+        if run and (e.kind != "tcp-retransmission" or e.direction != run[0].direction):
+            yield run[0], len(run), run[-1]
+            run = []
+        if e.kind == "tcp-retransmission":
+            run.append(e)
+            continue
+        yield e, 1, e
+    if run:
+        yield run[0], len(run), run[-1]
+
+
+def event_rows(session: Session, event: Event, count: int, last: Event) -> Iterator[str]:
+    rel = event.time - session.first_time
+    frame = str(event.frame)
+    text = event.text
+    if count > 1:
+        text = f"{count} retransmissions, frames {event.frame}-{last.frame}"
+    lead = f"{rel:11.3f}  {mark(event.direction, event.tls):3} {frame:>7}  "
+    extra = _reply_continuations(event)
+    yield _clip(lead + text)
+    pad = " " * len(lead)
+    for line in extra:
+        yield _clip(pad + line)
+
+
+def _reply_continuations(event: Event) -> list[str]:
+    if event.kind != "smtp-reply":
+        return []
+    lines = event.fields.get("lines") or []
+    code = event.fields.get("code")
+    prefix = f"{code} " if code is not None else ""
+    more = [prefix + ln for ln in lines[1:REPLY_LINES]]
+    if len(lines) > REPLY_LINES:
+        more.append(f"(+{len(lines) - REPLY_LINES} more lines)")
+    return more
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= WIDTH else line[: WIDTH - 3] + "..."
+
+
+def _wrap(text: str, first: str, rest: str) -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=rest,
+                         break_long_words=True, break_on_hyphens=False) or [first.rstrip()]
