@@ -117,11 +117,25 @@ class _Source:
         """Next piece of (decompressed) input; b"" at the end or on damage."""
         if self.inflater is None:
             return self._read(_CHUNK)
+        if self.problem:
+            return b""
+        return self._inflate()
+
+    def _feed(self, z: zlib._Decompress, data: bytes) -> bytes:
+        """Inflate ``data``; on damage (bad CRC, bad code) keep the output that came
+        before it: zlib drops a failing call's output, so replay that call byte by byte."""
+        backup = z.copy()
         try:
-            return self._inflate()
+            return z.decompress(data, _CHUNK)
         except zlib.error as exc:
             self.problem = f"corrupt gzip data ({exc})"
-            return b""
+        out = bytearray()
+        try:
+            for i in range(len(data)):
+                out += backup.decompress(data[i:i + 1])
+        except zlib.error:
+            pass
+        return bytes(out)
 
     def _inflate(self) -> bytes:
         """Inflate until some output appears; handles concatenated gzip members."""
@@ -129,7 +143,7 @@ class _Source:
             z = self.inflater
             assert z is not None
             if z.unconsumed_tail:
-                data = z.decompress(z.unconsumed_tail, _CHUNK)
+                data = self._feed(z, z.unconsumed_tail)
             elif z.eof:
                 rest = z.unused_data or self._raw()
                 if not rest:
@@ -139,14 +153,14 @@ class _Source:
                         self.problem = "garbage after the end of the gzip data"
                     return b""
                 self.inflater = z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                data = z.decompress(rest, _CHUNK)
+                data = self._feed(z, rest)
             else:
                 raw = self._raw()
                 if not raw:
                     self.problem = "gzip data cut short (no end-of-stream marker)"
                     return b""
-                data = z.decompress(raw, _CHUNK)
-            if data:
+                data = self._feed(z, raw)
+            if data or self.problem:
                 return data
 
     def ensure(self, pos: int, need: int) -> bytes | None:
@@ -307,6 +321,7 @@ class CaptureReader:
         ifaces: list[tuple[int, int, int, int]] = []  # (linktype, divisor, offset, snaplen)
         head8 = epb = pb = u32 = None
         order = "<"
+        t = 0.0
         while True:
             if end - pos < 12:
                 got = src.ensure(pos, 12)
@@ -376,7 +391,7 @@ class CaptureReader:
                 linktype, div, offset, snap = ifaces[0]
                 data_start = body + 4
                 caplen = min(origlen, nxt - 4 - data_start, snap or origlen)
-                t = last if last is not None else 0.0  # SPB carries no time: keep the clock
+                # an SPB carries no time: it keeps the previous frame's (``t`` from before)
             else:
                 if btype == 1:
                     iface_info = _parse_idb(buf, pos, blen, order)
