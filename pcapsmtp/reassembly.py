@@ -123,6 +123,13 @@ MAX_BUFFER = 4 << 20
 TAIL_KEEP = 256 << 10
 """Delivered bytes remembered per direction, only to compare retransmissions against."""
 
+PROVENANCE_KEEP = 4096
+"""Delivered segments whose frame we remember (bounds memory when segments are tiny)."""
+
+MAX_ACK_JUMP = 1 << 30
+"""An ACK further than this beyond what we delivered is garbage, not lost bytes: ignored.
+(1 GiB is the largest window TCP window scaling can advertise.)"""
+
 # A buffered out-of-order piece: (offset, length, data or None for snaplen-cut bytes, frame, time).
 _Piece = tuple[int, int, "bytes | None", int, float]
 
@@ -190,7 +197,7 @@ class _Direction:
         if offset < self.tail_start:
             return None
         i = bisect_right(self.prov_offs, offset) - 1
-        return self.prov_frames[i] if i >= 0 else None
+        return self.prov_frames[i] if i >= 0 else None  # i < 0: provenance already dropped
 
     def delivered(self, lo: int, hi: int) -> bytes | None:
         """Delivered bytes [lo, hi) clipped to the kept tail (None when nothing is left)."""
@@ -200,11 +207,13 @@ class _Direction:
         return bytes(self.tail[lo - self.tail_start : hi - self.tail_start])
 
     def trim_tail(self, keep: int) -> None:
-        """Forget delivered bytes older than ``keep`` and their provenance."""
+        """Forget delivered bytes older than ``keep`` and provenance beyond its own bound."""
         cut = len(self.tail) - keep
-        del self.tail[:cut]
-        self.tail_start += cut
+        if cut > 0:
+            del self.tail[:cut]
+            self.tail_start += cut
         i = bisect_right(self.prov_offs, self.tail_start) - 1
+        i = max(i, len(self.prov_offs) - PROVENANCE_KEEP)
         if i > 0:
             del self.prov_offs[:i]
             del self.prov_frames[:i]
@@ -289,8 +298,9 @@ class Connection:
         """End of capture: declare every hole still open, then deliver what waited behind it."""
         events: list[StreamEvent] = []
         for d in (self._c, self._s):
-            if d.buf and d.probe is not None and d.probe[0] == d.next:
-                self._deliver_probe(d, events)
+            fin_beyond = d.fin is not None and d.fin[0] > d.next
+            if (d.buf or fin_beyond) and d.probe is not None and d.probe[0] == d.next:
+                self._deliver_probe(d, events)  # more bytes followed: the probe byte was data
             while d.buf:
                 off, _, _, frame, time = d.buf[0]
                 self._gap(d, off - d.next, frame, time, "end-of-capture", events)
@@ -359,7 +369,7 @@ class Connection:
         acked = o.unwrap(seg.ack)
         if o.fin is not None and acked > o.fin[0]:
             acked = o.fin[0]  # the ACK of the FIN itself is not data
-        if acked > o.next:
+        if o.next < acked <= o.next + MAX_ACK_JUMP:
             self._fill_hole(o, acked, seg.frame, seg.time, "acked-unseen", events)
             o.refresh()
 
@@ -370,6 +380,9 @@ class Connection:
         while d.next < upto:
             if d.probe is not None and d.probe[0] == d.next:
                 self._deliver_probe(d, events)  # the peer took the probe byte after all
+                continue
+            if d.buf and d.buf[0][0] <= d.next:
+                self._drain(d, events)  # cannot happen while the invariants hold; never loop
                 continue
             limit = min(upto, d.buf[0][0]) if d.buf else upto
             self._gap(d, limit - d.next, frame, time, reason, events)
@@ -518,7 +531,7 @@ class Connection:
         d.prov_frames.append(frame)
         tail = d.tail
         tail += data
-        if len(tail) > self._tail_trim:
+        if len(tail) > self._tail_trim or len(d.prov_offs) > 2 * PROVENANCE_KEEP:
             d.trim_tail(self._tail_keep)
 
     def _deliver_probe(self, d: _Direction, events: list) -> None:

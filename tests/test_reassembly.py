@@ -541,3 +541,31 @@ def test_any_segmentation_and_order_reassembles_exactly(
     for ev in of(events, Data):  # each byte's provenance is a segment that carried it
         lo, hi = bounds[ev.frame - 2]
         assert lo <= ev.offset and ev.offset + len(ev.data) <= hi
+
+
+def test_implausible_ack_is_ignored_not_a_gigabyte_gap() -> None:
+    segs = handshake() + [seg(4, "S", SISN + 1, CISN + 1 + (1 << 31) - 10)]
+    events = run(segs)
+    assert not of(events, Gap)
+
+
+def test_rst_ack_field_reveals_nothing() -> None:
+    segs = handshake() + [seg(4, "S", SISN + 1, CISN + 500, RST | ACK)]
+    events = run(segs)
+    assert not of(events, Gap) and of(events, Flag)[-1].kind == "RST"
+
+
+def test_provenance_memory_bounded_for_tiny_segments() -> None:
+    from pcapsmtp.reassembly import PROVENANCE_KEEP
+
+    c = CISN + 1
+    n = 3 * PROVENANCE_KEEP
+    segs = handshake() + [seg(4 + i, "C", c + i, SISN + 1, ACK, b"x") for i in range(n)]
+    conn = Connection(CLIENT, SERVER)
+    events = run(segs, conn)
+    assert len(of(events, Data)) == n
+    assert len(conn._c.prov_offs) <= 2 * PROVENANCE_KEEP
+    last = n - 1
+    assert conn.add(seg(9, "C", c + last - 1, SISN + 1, ACK, b"xx")) == [
+        Retransmission("C", 9, 0.9, last - 1, 2, 4 + last - 1),
+    ]
