@@ -1,18 +1,34 @@
 """Link, IP and TCP headers decoded by hand into Segment objects.
 
-INTERFACE (implemented by the capture-sources work):
+INTERFACE:
 
     decoder = Decoder()
     seg = decoder.decode(frame)   # Segment, or None when not TCP (or a fragment still waiting)
+    decoder.finish()              # end of capture: fragments still waiting count as incomplete
     decoder.stats                 # DecodeStats: counters for what was skipped and why
 
 Hand-written with struct on purpose: scapy's full dissection runs at ~4k
 packets/s, far too slow for the hot path (see ../DESIGN.md).
+
+Checksums are deliberately NOT verified: a host with checksum offload captures its
+own outgoing packets before the NIC fills the checksum in, and those packets are
+exactly the ones a diagnosis needs.
+
+Every frame lands in exactly one bucket, so that
+
+    frames == tcp + non_tcp + malformed + sum(unknown_linktypes.values())
+              + fragments - reassembled
+
+(a fragment that completes a datagram is counted once as a fragment and once in the
+bucket of the rebuilt datagram; ``reassembled`` removes the double count).
 """
 
 from __future__ import annotations
 
+import socket
+import struct
 from dataclasses import dataclass, field
+from typing import Protocol
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 
@@ -40,7 +56,352 @@ class DecodeStats:
     tcp: int = 0
     non_tcp: int = 0
     unknown_linktypes: dict[int, int] = field(default_factory=dict)  # linktype -> frames
-    fragments: int = 0  # IPv4 fragments seen
+    fragments: int = 0  # IP fragments seen (IPv4 and IPv6)
     reassembled: int = 0  # datagrams rebuilt from fragments
     fragments_incomplete: int = 0  # datagrams whose fragments never all arrived
     malformed: int = 0  # headers too short or inconsistent
+
+
+class _FrameLike(Protocol):
+    number: int
+    time: float
+    linktype: int
+    data: bytes
+
+
+_ETH_VLAN = frozenset((0x8100, 0x88A8, 0x9100))
+_ETH_IPV4, _ETH_IPV6, _ETH_PPPOE = 0x0800, 0x86DD, 0x8864
+_PPP_IPV4, _PPP_IPV6 = 0x0021, 0x0057
+_AF_INET = 2
+_AF_INET6 = frozenset((24, 28, 30))
+_IPV6_EXT = frozenset((0, 43, 60, 51, 44))
+_TCP = 6
+
+_U16 = struct.Struct("!H").unpack_from
+_U32_BE = struct.Struct(">I").unpack_from
+_U32_LE = struct.Struct("<I").unpack_from
+_IPV4 = struct.Struct("!BxHHHxB").unpack_from  # ver/ihl, total, id, flags/frag, proto
+_TCPH = struct.Struct("!HHIIHH").unpack_from  # ports, seq, ack, offset/flags, window
+
+FRAG_TIMEOUT = 60.0  # seconds of capture time a datagram may wait for its fragments
+FRAG_MAX_PENDING = 4096  # datagrams waiting at once; the oldest is dropped beyond this
+_FRAG_MAX_PIECES = 256  # per datagram; more is an attack or garbage, not mail traffic
+
+
+class _Pending:
+    """Fragments of one datagram: pieces keyed by offset, with captured and promised sizes."""
+
+    __slots__ = ("first_time", "pieces", "total", "proto")
+
+    def __init__(self, time: float) -> None:
+        self.first_time = time
+        self.pieces: dict[int, tuple[bytes, int]] = {}  # offset -> (captured, promised len)
+        self.total: int | None = None  # known once the last fragment (MF=0) arrives
+        self.proto: int | None = None  # known once the first fragment (offset 0) arrives
+
+    def complete(self) -> bool:
+        """All promised bytes from 0 to total covered (captured or cut by snaplen)."""
+        if self.total is None or self.proto is None:
+            return False
+        covered = 0
+        for off in sorted(self.pieces):
+            if off > covered:
+                return False
+            covered = max(covered, off + self.pieces[off][1])
+        return covered >= self.total
+
+    def assemble(self) -> bytes:
+        """The captured bytes in order, up to the first byte the snaplen cut off."""
+        out = bytearray()
+        for off in sorted(self.pieces):
+            data, promised = self.pieces[off]
+            if off < len(out):  # overlap: keep what we have, take only the new tail
+                data = data[len(out) - off:]
+                off = len(out)
+            if off > len(out):  # a hole left by an earlier snaplen-cut piece
+                break
+            out += data
+            if len(data) < promised and off + promised > len(out):
+                break
+        return bytes(out[: self.total])
+
+
+def _addr4(raw: bytes, cache: dict[bytes, str]) -> str:
+    s = cache.get(raw)
+    if s is None:
+        if len(cache) > 65536:
+            cache.clear()
+        s = cache[raw] = socket.inet_ntoa(raw)
+    return s
+
+
+def _addr6(raw: bytes, cache: dict[bytes, str]) -> str:
+    s = cache.get(raw)
+    if s is None:
+        if len(cache) > 65536:
+            cache.clear()
+        s = cache[raw] = socket.inet_ntop(socket.AF_INET6, raw)
+    return s
+
+
+class Decoder:
+    """Turns frames into TCP segments; keeps fragment state, so one per capture."""
+
+    def __init__(self, frag_timeout: float = FRAG_TIMEOUT,
+                 frag_max_pending: int = FRAG_MAX_PENDING) -> None:
+        self.stats = DecodeStats()
+        self._frag_timeout = frag_timeout
+        self._frag_max = frag_max_pending
+        self._pending: dict[tuple, _Pending] = {}  # insertion order = age order
+        self._names: dict[bytes, str] = {}
+
+    # ---- entry point -------------------------------------------------------------
+
+    def decode(self, frame: _FrameLike) -> Segment | None:
+        """One frame in; a Segment if it carried TCP, else None with the reason counted."""
+        stats = self.stats
+        stats.frames += 1
+        try:
+            return self._decode(frame)
+        except (struct.error, IndexError, ValueError, OSError):
+            # Defence in depth: the explicit length checks should make this unreachable.
+            stats.malformed += 1
+            return None
+
+    def finish(self) -> None:
+        """End of capture: datagrams still waiting for fragments never completed."""
+        self.stats.fragments_incomplete += len(self._pending)
+        self._pending.clear()
+
+    def _decode(self, frame: _FrameLike) -> Segment | None:
+        data = frame.data
+        lt = frame.linktype
+        if lt == 1:
+            version, off = _ethernet(data)
+        elif lt == 276:
+            version, off = _ethertype(data, 20, _U16(data, 0)[0]) if len(data) >= 20 else (-1, 0)
+        elif lt == 113:
+            version, off = _ethertype(data, 16, _U16(data, 14)[0]) if len(data) >= 16 else (-1, 0)
+        elif lt in (101, 12, 14):
+            version, off = (data[0] >> 4 if data and data[0] >> 4 in (4, 6) else -1), 0
+        elif lt == 228:
+            version, off = 4, 0
+        elif lt == 229:
+            version, off = 6, 0
+        elif lt == 0 or lt == 108:
+            version, off = _null_family(data)
+        else:
+            unknown = self.stats.unknown_linktypes
+            unknown[lt] = unknown.get(lt, 0) + 1
+            return None
+        if version == 4:
+            return self._ipv4(frame, data, off)
+        if version == 6:
+            return self._ipv6(frame, data, off)
+        if version == -1:
+            self.stats.malformed += 1
+        else:
+            self.stats.non_tcp += 1
+        return None
+
+    # ---- IP ------------------------------------------------------------------------
+
+    def _ipv4(self, frame: _FrameLike, data: bytes, off: int) -> Segment | None:
+        stats = self.stats
+        avail = len(data) - off
+        if avail < 20:
+            stats.malformed += 1
+            return None
+        vihl, total, ident, frag, proto = _IPV4(data, off)
+        ihl = (vihl & 15) * 4
+        if vihl >> 4 != 4 or ihl < 20 or ihl > avail:
+            stats.malformed += 1
+            return None
+        if total == 0:  # TSO: the NIC fills the length in later; trust the capture
+            total = avail
+        elif total < ihl:
+            stats.malformed += 1
+            return None
+        end = off + min(total, avail)  # strips Ethernet padding
+        src = data[off + 12:off + 16]
+        dst = data[off + 16:off + 20]
+        if frag & 0x3FFF:  # MF set or offset non-zero
+            key = (src, dst, ident, proto)
+            got = self._fragment(frame, key, (frag & 0x1FFF) * 8, not frag & 0x2000,
+                                 data[off + ihl:end], total - ihl, proto)
+            if got is None:
+                return None
+            payload, promised, proto = got
+            names = self._names
+            return self._l4(frame, proto, payload, 0, len(payload), promised,
+                            _addr4(src, names), _addr4(dst, names), 4)
+        if proto != _TCP:
+            stats.non_tcp += 1
+            return None
+        names = self._names
+        return self._tcp(frame, data, off + ihl, end, total - ihl,
+                         _addr4(src, names), _addr4(dst, names), 4)
+
+    def _ipv6(self, frame: _FrameLike, data: bytes, off: int) -> Segment | None:
+        stats = self.stats
+        avail = len(data) - off
+        if avail < 40 or data[off] >> 4 != 6:
+            stats.malformed += 1
+            return None
+        plen = _U16(data, off + 4)[0] or avail - 40  # 0: jumbogram or TSO
+        nxt = data[off + 6]
+        src = data[off + 8:off + 24]
+        dst = data[off + 24:off + 40]
+        h = off + 40
+        end = off + 40 + min(plen, avail - 40)
+        remaining = plen  # promised bytes from h on
+        while nxt in _IPV6_EXT:
+            if h + 8 > end:
+                stats.malformed += 1
+                return None
+            if nxt == 44:
+                fo = _U16(data, h + 2)[0]
+                key = (src, dst, _U32_BE(data, h + 4)[0], 6)
+                got = self._fragment(frame, key, fo & 0xFFF8, not fo & 1,
+                                     data[h + 8:end], remaining - 8,
+                                     None if fo & 0xFFF8 else data[h])
+                if got is None:
+                    return None
+                payload, promised, nxt = got
+                return self._ipv6_tail(frame, payload, 0, len(payload), promised, nxt,
+                                       src, dst)
+            hlen = (data[h + 1] + 2) * 4 if nxt == 51 else (data[h + 1] + 1) * 8
+            nxt = data[h]
+            h += hlen
+            remaining -= hlen
+            if h > end or remaining < 0:
+                stats.malformed += 1
+                return None
+        return self._ipv6_tail(frame, data, h, end, remaining, nxt, src, dst)
+
+    def _ipv6_tail(self, frame: _FrameLike, data: bytes, h: int, end: int, promised: int,
+                   nxt: int, src: bytes, dst: bytes) -> Segment | None:
+        """After the fixed header (or reassembly): skip what extensions remain, then TCP."""
+        while nxt in _IPV6_EXT and nxt != 44:
+            if h + 8 > end:
+                self.stats.malformed += 1
+                return None
+            hlen = (data[h + 1] + 2) * 4 if nxt == 51 else (data[h + 1] + 1) * 8
+            nxt = data[h]
+            h += hlen
+            promised -= hlen
+            if h > end or promised < 0:
+                self.stats.malformed += 1
+                return None
+        names = self._names
+        return self._l4(frame, nxt, data, h, end, promised,
+                        _addr6(src, names), _addr6(dst, names), 6)
+
+    def _l4(self, frame: _FrameLike, proto: int, data: bytes, start: int, end: int,
+            promised: int, src: str, dst: str, version: int) -> Segment | None:
+        if proto != _TCP:
+            self.stats.non_tcp += 1
+            return None
+        return self._tcp(frame, data, start, end, promised, src, dst, version)
+
+    # ---- fragments ---------------------------------------------------------------
+
+    def _fragment(self, frame: _FrameLike, key: tuple, offset: int, last: bool,
+                  piece: bytes, promised: int,
+                  proto: int | None) -> tuple[bytes, int, int] | None:
+        """Store one fragment; when its datagram is whole, return (payload, total, proto)."""
+        pending = self._pending
+        stats = self.stats
+        self._expire(frame.time)
+        entry = pending.get(key)
+        if promised < 0 or (entry is not None and len(entry.pieces) >= _FRAG_MAX_PIECES):
+            stats.malformed += 1
+            return None
+        stats.fragments += 1
+        if entry is None:
+            if len(pending) >= self._frag_max:
+                del pending[next(iter(pending))]
+                stats.fragments_incomplete += 1
+            entry = pending[key] = _Pending(frame.time)
+        entry.pieces[offset] = (piece, promised)
+        if last:
+            entry.total = offset + promised
+        if offset == 0 and proto is not None:
+            entry.proto = proto
+        if not entry.complete():
+            return None
+        del pending[key]
+        stats.reassembled += 1
+        assert entry.total is not None and entry.proto is not None
+        return entry.assemble(), entry.total, entry.proto
+
+    def _expire(self, now: float) -> None:
+        """Drop datagrams older than the timeout; the dict is ordered by age."""
+        pending = self._pending
+        limit = now - self._frag_timeout
+        while pending:
+            key = next(iter(pending))
+            if pending[key].first_time >= limit:
+                break
+            del pending[key]
+            self.stats.fragments_incomplete += 1
+
+    # ---- TCP -----------------------------------------------------------------------
+
+    def _tcp(self, frame: _FrameLike, data: bytes, t: int, end: int, promised: int,
+             src: str, dst: str, version: int) -> Segment | None:
+        """TCP header at data[t:], captured up to ``end``, ``promised`` bytes per IP."""
+        if end - t < 20 or promised < 20:
+            self.stats.malformed += 1
+            return None
+        sport, dport, seq, ack, offflags, window = _TCPH(data, t)
+        doff = (offflags >> 12) * 4
+        if doff < 20 or doff > promised:
+            self.stats.malformed += 1
+            return None
+        payload = data[t + doff:end] if t + doff < end else b""
+        self.stats.tcp += 1
+        return Segment(frame.number, frame.time, src, sport, dst, dport, seq, ack,
+                       offflags & 0xFF, window, payload, promised - doff - len(payload),
+                       version)
+
+
+# ---- link layers (module functions: no state) ----------------------------------------
+
+
+def _ethernet(data: bytes) -> tuple[int, int]:
+    """(IP version or 0 for other protocols or -1 for malformed, offset of the IP header)."""
+    if len(data) < 14:
+        return -1, 0
+    return _ethertype(data, 14, _U16(data, 12)[0])
+
+
+def _ethertype(data: bytes, off: int, etype: int) -> tuple[int, int]:
+    """Follow VLAN tags (any number, any of the three TPIDs) and PPPoE to the IP header."""
+    while etype in _ETH_VLAN:
+        if len(data) < off + 4:
+            return -1, 0
+        etype = _U16(data, off + 2)[0]
+        off += 4
+    if etype == _ETH_IPV4:
+        return 4, off
+    if etype == _ETH_IPV6:
+        return 6, off
+    if etype == _ETH_PPPOE:
+        if len(data) < off + 8:
+            return -1, 0
+        ppp = _U16(data, off + 6)[0]
+        return (4 if ppp == _PPP_IPV4 else 6 if ppp == _PPP_IPV6 else 0), off + 8
+    return 0, off
+
+
+def _null_family(data: bytes) -> tuple[int, int]:
+    """BSD NULL / OpenBSD LOOP: a 4-byte address family, in host or network order."""
+    if len(data) < 4:
+        return -1, 0
+    for fam in (_U32_LE(data, 0)[0], _U32_BE(data, 0)[0]):
+        if fam == _AF_INET:
+            return 4, 4
+        if fam in _AF_INET6:
+            return 6, 4
+    return 0, 4
