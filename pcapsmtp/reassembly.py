@@ -16,6 +16,32 @@ bytes of one direction: its offset is always exactly where the previous Data
 or Gap of that direction ended.  Every Data carries the frame and time of the
 segment the bytes came from; a segment delivered late (out of order) keeps its
 own frame number.
+
+What the events guarantee, and the judgement calls behind them:
+
+- Per direction, Data and Gap tile the stream from offset 0 without holes or
+  overlaps: every byte appears once, as Data (first copy seen wins) or as Gap.
+- Flag events come at the segment's own time.  SYN/SYN-ACK sit at offset 0, a FIN
+  at the end of the data it carries (after that Data when it was in order; at
+  once, before any missing bytes, when it was not), an RST at its own sequence
+  number.  ``repeat`` marks the same flag sent again by that direction.
+- Gaps come from: an ACK beyond what we delivered when no buffered data starts at
+  the hole ("acked-unseen"; a capture that records an ACK before a delayed data
+  segment shows a Gap and then that segment as a Retransmission), the
+  out-of-order buffer overflowing ("out-of-order-flush"), ``finish`` ("end-of-
+  capture", also for bytes missing before a FIN) and snaplen cuts ("snaplen").
+- Retransmission: bytes already delivered or already buffered.  Overlap: such
+  bytes that differ from the first copy (only comparable within the last
+  TAIL_KEEP delivered bytes).
+- Keep-alives (0 or 1 byte at next - 1) and zero-window probes (1 byte at next
+  while the peer advertises window 0, or Linux's keep-alive-shaped probe) are
+  counted, not delivered.  A probe byte the receiver turns out to have kept (an
+  ACK covers it, or data follows it) is delivered then, with its own frame.
+- Without a SYN, a segment without payload only sets a provisional base (a
+  keep-alive sits one byte early); the first data segment fixes it.  Without a
+  SYN, a segment arriving before the first seen one counts as a retransmission.
+- Memory per direction is bounded: MAX_BUFFER out-of-order bytes, TAIL_KEEP
+  (up to twice that between trims) delivered bytes, PROVENANCE_KEEP frames.
 """
 
 from __future__ import annotations
