@@ -112,7 +112,10 @@ class SessionBuilder:
         s.open_at_end = end_of_capture and self.closed_at is None
         s.stats = self.conn.stats
         s.tls = self.tls.progress if self.tls else None
-        s.events = self.head + list(self.tail)
+        # Wire order: an event belongs where its last byte was captured, even when the
+        # parser could only emit it later (a body held until the 354 arrived).
+        self.head.sort(key=_frame_of)
+        s.events = self.head + sorted(self.tail, key=_frame_of)
         if s.events_dropped:
             t = self.tail[0]
             s.events.insert(len(self.head), Event(
@@ -225,6 +228,10 @@ class SessionBuilder:
         self.tail.append(event)
 
 
+def _frame_of(event: Event) -> int:
+    return event.frame
+
+
 def describe(ev: Any) -> tuple[str, str, dict[str, Any]]:
     """Timeline kind, display text and fields for one dissector event."""
     if isinstance(ev, smtp.Command):
@@ -233,7 +240,8 @@ def describe(ev: Any) -> tuple[str, str, dict[str, Any]]:
             "bare_lf": ev.bare_lf, "eight_bit": ev.eight_bit, "truncated": ev.truncated}
     if isinstance(ev, smtp.Reply):
         first = ev.lines[0] if ev.lines else ""
-        text = f"{ev.code} {first}" if ev.code is not None else first
+        sep = "-" if len(ev.lines) > 1 else " "
+        text = f"{ev.code}{sep}{first}" if ev.code is not None else first
         return "smtp-reply", text, {
             "code": ev.code, "enhanced": ev.enhanced, "lines": list(ev.lines),
             "answers": ev.answers, "capabilities": list(ev.capabilities),

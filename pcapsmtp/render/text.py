@@ -162,8 +162,12 @@ def _reply_continuations(event: Event) -> list[str]:
         return []
     lines = event.fields.get("lines") or []
     code = event.fields.get("code")
-    prefix = f"{code} " if code is not None else ""
-    more = [prefix + ln for ln in lines[1:REPLY_LINES]]
+    shown = lines[1:REPLY_LINES]
+    if code is None:
+        more = list(shown)
+    else:
+        last = len(lines) - 1
+        more = [f"{code}{' ' if i == last else '-'}{ln}" for i, ln in enumerate(shown, 1)]
     if len(lines) > REPLY_LINES:
         more.append(f"(+{len(lines) - REPLY_LINES} more lines)")
     return more
