@@ -695,44 +695,47 @@ def _decode_client_hello(body: bytes, direction: str, start: int, end: int) -> C
             etype = exts.uint(2)
             e = exts.sub(2)
             hello.extensions.append(etype)
-            if etype == 0x0000 and e.left:  # server_name
-                names_r = e.sub(2)
-                while names_r.left:
-                    ntype = names_r.uint(1)
-                    name = names_r.sub(2)
-                    if ntype == 0 and hello.sni is None:
-                        hello.sni = name.take(name.left).decode("ascii", "backslashreplace")
-            elif etype == 0x000A:
-                hello.groups = e.sub(2).u16_list()
-            elif etype == 0x000B:
-                f = e.sub(1)
-                hello.ec_point_formats = list(f.take(f.left))
-            elif etype == 0x000D:
-                hello.signature_algorithms = e.sub(2).u16_list()
-            elif etype == 0x0010:
-                protos = e.sub(2)
-                while protos.left:
-                    p = protos.sub(1)
-                    raw = p.take(p.left)
-                    if alpn_raw is None:
-                        alpn_raw = raw
-                    hello.alpn.append(raw.decode("ascii", "backslashreplace"))
-            elif etype == 0x002B:
-                hello.versions = e.sub(1).u16_list()
-            elif etype == 0x0033:
-                shares = e.sub(2)
-                while shares.left:
-                    hello.key_share_groups.append(shares.uint(2))
-                    shares.sub(2)
-            elif etype == 0x0023:
-                hello.session_ticket = True
-                hello.session_ticket_len = e.left
-            elif etype == 0x0029:
-                hello.psk = True
-            elif etype == 0xFF01:
-                hello.renegotiation_info = True
-            elif etype == 0x0017:
-                hello.extended_master_secret = True
+            try:  # a bad body in one extension is a note, not a lost ClientHello
+                if etype == 0x0000 and e.left:  # server_name
+                    names_r = e.sub(2)
+                    while names_r.left:
+                        ntype = names_r.uint(1)
+                        name = names_r.sub(2)
+                        if ntype == 0 and hello.sni is None:
+                            hello.sni = name.take(name.left).decode("ascii", "backslashreplace")
+                elif etype == 0x000A:
+                    hello.groups = e.sub(2).u16_list()
+                elif etype == 0x000B:
+                    f = e.sub(1)
+                    hello.ec_point_formats = list(f.take(f.left))
+                elif etype == 0x000D:
+                    hello.signature_algorithms = e.sub(2).u16_list()
+                elif etype == 0x0010:
+                    protos = e.sub(2)
+                    while protos.left:
+                        p = protos.sub(1)
+                        raw = p.take(p.left)
+                        if alpn_raw is None:
+                            alpn_raw = raw
+                        hello.alpn.append(raw.decode("ascii", "backslashreplace"))
+                elif etype == 0x002B:
+                    hello.versions = e.sub(1).u16_list()
+                elif etype == 0x0033:
+                    shares = e.sub(2)
+                    while shares.left:
+                        hello.key_share_groups.append(shares.uint(2))
+                        shares.sub(2)
+                elif etype == 0x0023:
+                    hello.session_ticket = True
+                    hello.session_ticket_len = e.left
+                elif etype == 0x0029:
+                    hello.psk = True
+                elif etype == 0xFF01:
+                    hello.renegotiation_info = True
+                elif etype == 0x0017:
+                    hello.extended_master_secret = True
+            except _Short as exc:
+                hello.notes.append(f"bad {extension_name(etype)} extension: {exc}")
     if r.left:
         hello.notes.append(f"{r.left} trailing bytes after extensions")
     hello.ja3_string = ja3_string(hello)
