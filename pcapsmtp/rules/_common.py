@@ -1,0 +1,205 @@
+"""Questions many rules ask of a timeline, answered once.
+
+Nothing here decides a verdict; these are the shared vocabulary of the rule
+modules (who spoke, when TLS began, which reply answered a message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pcapsmtp.rules import Evidence
+from pcapsmtp.timeline import Event, Session
+
+#: Names a dissector may give the command a final message reply answers.
+END_OF_DATA = {".", "END-OF-DATA", "END-OF-MESSAGE", "EOD", "DATA-END", "<CRLF>.<CRLF>"}
+#: Replies to these do not end a transaction, whatever their code.
+HOUSEKEEPING = {"QUIT", "RSET", "NOOP", "HELP", "VRFY", "EXPN"}
+#: A silence at least this long before the waiting side closes is a timeout, not a hang-up.
+TIMEOUT_MIN_SECONDS = 5.0
+
+
+def who(direction: str) -> str:
+    """'client' / 'server' for an event direction."""
+    return {"C": "client", "S": "server"}.get(direction, "capture")
+
+
+def other(direction: str) -> str:
+    return "S" if direction == "C" else "C"
+
+
+def rel(session: Session, t: float | None) -> float:
+    """Seconds since the session's first packet: what people compare by eye."""
+    return 0.0 if t is None else t - session.first_time
+
+
+def where(session: Session, e: Event) -> str:
+    """'frame 15, +0.141 s' -- how a summary points at an event."""
+    return f"frame {e.frame}, +{rel(session, e.time):.3f} s"
+
+
+def ev(e: Event, what: str | None = None) -> Evidence:
+    """Evidence for one event (absolute time kept, as the JSON contract wants)."""
+    return Evidence(frame=e.frame, time=e.time, what=what if what is not None else e.text)
+
+
+def f(e: Event, *names: str, default: Any = None) -> Any:
+    """The first of several possible field names present on ``e``.
+
+    The TLS dissector is young; accepting a couple of spellings keeps a renamed
+    field from silently turning a rule off.
+    """
+    for n in names:
+        if n in e.fields and e.fields[n] is not None:
+            return e.fields[n]
+    return default
+
+
+def replies(session: Session) -> list[Event]:
+    return session.of_kind("smtp-reply")
+
+
+def commands(session: Session) -> list[Event]:
+    return session.of_kind("smtp-command")
+
+
+def verb(e: Event) -> str:
+    return str(e.fields.get("verb") or "").upper()
+
+
+def answers(e: Event) -> str:
+    return str(e.fields.get("answers") or "").upper()
+
+
+def reply_code(e: Event) -> int | None:
+    """The reply's code; when the line lost its digits, the enhanced code's class.
+
+    Seen in the wild: '4.7.0 [IPTS04] ... temporarily deferred' with no 3-digit code.
+    """
+    code = e.fields.get("code")
+    if isinstance(code, int):
+        return code
+    enh = str(e.fields.get("enhanced") or "")
+    if enh[:1] in ("2", "4", "5") and enh[1:2] == ".":
+        return int(enh[0]) * 100
+    return None
+
+
+def reply_class(e: Event) -> int | None:
+    code = reply_code(e)
+    return None if code is None else code // 100
+
+
+def reply_text(e: Event) -> str:
+    lines = e.fields.get("lines") or []
+    return " / ".join(str(x) for x in lines) if lines else e.text
+
+
+def flags(session: Session, kind: str, direction: str | None = None) -> list[Event]:
+    """tcp-syn / tcp-syn-ack / tcp-fin / tcp-rst events, optionally of one side."""
+    return [e for e in session.events
+            if e.kind == kind and (direction is None or e.direction == direction)]
+
+
+def closes(session: Session) -> list[Event]:
+    """FIN and RST events in order: how the connection ended."""
+    return session.of_kind("tcp-fin", "tcp-rst")
+
+
+def first_close(session: Session) -> Event | None:
+    c = closes(session)
+    return c[0] if c else None
+
+
+def is_tls_event(e: Event) -> bool:
+    return e.kind.startswith("tls-")
+
+
+def tls_events(session: Session) -> list[Event]:
+    return [e for e in session.events if is_tls_event(e)]
+
+
+def tls_start_time(session: Session) -> float | None:
+    """When TLS began (first TLS event or STARTTLS switch); None for plaintext only."""
+    if session.implicit_tls:
+        return session.first_time
+    for e in session.events:
+        if e.kind == "smtp-tls-start" or is_tls_event(e):
+            return e.time
+    return None
+
+
+def data_events(session: Session, direction: str) -> list[Event]:
+    """Events that prove ``direction`` sent application bytes (not bare TCP flags)."""
+    return [e for e in session.events
+            if e.direction == direction and not e.kind.startswith("tcp-") and e.kind != "note"]
+
+
+def gaps(session: Session, direction: str | None = None) -> list[Event]:
+    return [e for e in session.of_kind("tcp-gap")
+            if direction is None or e.direction == direction]
+
+
+def message_replies(session: Session) -> list[Event]:
+    """The final reply to each message (after DATA's '.', or a BDAT ... LAST chunk).
+
+    Pairs bodies with replies in order, because pipelining lets the next MAIL
+    travel before the reply to the previous message arrives.
+    """
+    pending: list[Event] = []  # bodies/chunks awaiting their reply, oldest first
+    out: list[Event] = []
+    for e in session.events:
+        if e.kind == "smtp-body":
+            if e.fields.get("chunk") or e.fields.get("complete", True):
+                pending.append(e)
+        elif e.kind == "smtp-reply":
+            a = answers(e)
+            if a in END_OF_DATA or (a == "DATA" and reply_code(e) != 354 and pending):
+                if pending:
+                    pending.pop(0)
+                out.append(e)
+            elif a == "BDAT" and pending:
+                chunk = pending.pop(0)
+                if chunk.fields.get("last") or reply_class(e) in (4, 5):
+                    out.append(e)
+    return out
+
+
+def accepted_messages(session: Session) -> list[Event]:
+    """2xx replies to a complete message: the server took responsibility for it."""
+    return [e for e in message_replies(session) if reply_class(e) == 2]
+
+
+def quit_answered(session: Session) -> Event | None:
+    """The 221 (or any 2xx) answering QUIT, if the dialogue ended politely."""
+    for e in replies(session):
+        if answers(e) == "QUIT" and reply_class(e) == 2:
+            return e
+    return None
+
+
+def greeting(session: Session) -> Event | None:
+    for e in replies(session):
+        if answers(e) == "CONNECT":
+            return e
+    return None
+
+
+def last_before(events: Iterable[Event], t: float, frame: int) -> Event | None:
+    """The last event strictly before (time, frame)."""
+    best = None
+    for e in events:
+        if (e.time, e.frame) < (t, frame):
+            best = e
+    return best
+
+
+def fmt_s(seconds: float) -> str:
+    """'60.0 s' / '0.141 s': precision that suits the size."""
+    return f"{seconds:.1f} s" if seconds >= 10 else f"{seconds:.3f} s"
+
+
+def session_has_mid_gap(session: Session, direction: str, t0: float, t1: float) -> bool:
+    """A capture gap in ``direction`` revealed between t0 and t1 (silence may be missing bytes)."""
+    return any(t0 <= g.time <= t1 for g in gaps(session, direction))

@@ -1,0 +1,396 @@
+"""Plaintext SMTP outcomes: delivered, refused, deferred, timed out.
+
+These rules read replies and commands the SMTP dissector paired; once TLS
+began, the dialogue is encrypted and ``tls.py`` speaks for the session.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pcapsmtp.rules import Finding, rule
+from pcapsmtp.rules._common import (
+    END_OF_DATA,
+    HOUSEKEEPING,
+    TIMEOUT_MIN_SECONDS,
+    accepted_messages,
+    answers,
+    commands,
+    data_events,
+    ev,
+    first_close,
+    fmt_s,
+    gaps,
+    greeting,
+    other,
+    quit_answered,
+    replies,
+    reply_class,
+    reply_code,
+    reply_text,
+    session_has_mid_gap,
+    tls_start_time,
+    verb,
+    where,
+    who,
+)
+from pcapsmtp.timeline import Event, Session
+
+_TIMEOUT_TEXT = re.compile(r"time[d]?[ -]?out", re.I)
+
+
+def close_phrase(session: Session) -> str:
+    """'The client closed (FIN, frame 14, +0.500 s).' or '' when the capture ended first."""
+    c = first_close(session)
+    if c is None:
+        return "The capture ended with the connection still open." if session.open_at_end else ""
+    kind = "FIN" if c.kind == "tcp-fin" else "RST"
+    return f"The {who(c.direction)} closed ({kind}, {where(session, c)})."
+
+
+def orderly_close(session: Session) -> bool:
+    """The dialogue ended the way SMTP means it to: QUIT, or the client hanging up first.
+
+    A RST after the 221 is still orderly (many clients reset after QUIT).  A
+    close started by the server without QUIT is not: that is a timeout or a
+    drop, which other rules name.
+    """
+    if session.open_at_end:
+        return False
+    if quit_answered(session):
+        return True
+    c = first_close(session)
+    if c is None:
+        return False
+    quit_sent = any(verb(e) == "QUIT" for e in commands(session))
+    if quit_sent and c.kind == "tcp-fin":
+        return True
+    return c.kind == "tcp-fin" and c.direction == "C"
+
+
+def command_for(session: Session, reply: Event) -> Event | None:
+    """The command ``reply`` answered: the last command of that verb before it."""
+    want = answers(reply)
+    found = None
+    for e in commands(session):
+        if (e.time, e.frame) > (reply.time, reply.frame):
+            break
+        if verb(e) == want:
+            found = e
+    return found
+
+
+@rule
+def delivered(session: Session) -> Finding | None:
+    """``ok``: at least one message accepted (2xx to its end), and an orderly close.
+
+    Only for dialogues seen in plaintext: an encrypted session's outcome is
+    judged in ``tls.py``, honestly marked as unverifiable.
+    """
+    accepted = accepted_messages(session)
+    if not accepted:
+        return None
+    n = len(accepted)
+    first = accepted[0]
+    evidence = [ev(a, f"message accepted: {reply_text(a)}") for a in accepted[:5]]
+    if not orderly_close(session):
+        return Finding(
+            code="message-accepted",
+            summary=f"{n} message(s) were accepted (first: {where(session, first)}) before "
+            "the session ended abnormally.",
+            evidence=evidence,
+            severity="info",
+        )
+    q = quit_answered(session)
+    end = (f"the client said QUIT and the server answered {reply_code(q)} ({where(session, q)})"
+           if q else close_phrase(session).rstrip(".").replace("The ", "the ", 1))
+    if q:
+        evidence.append(ev(q))
+    return Finding(
+        code="ok",
+        summary=f"{n} message(s) accepted by the server (first: "
+        f"`{reply_code(first)} {reply_text(first)}`, {where(session, first)}); {end}.",
+        evidence=evidence,
+        cannot_prove="what happened to the message after the server accepted it "
+        "(queueing, filtering, delivery onwards)",
+        next_step="follow the queue ID from the 250 reply in the server's mail log",
+        verdict=True,
+        severity="info",
+    )
+
+
+@rule
+def no_mail(session: Session) -> Finding | None:
+    """``ok-no-mail``: the session ended in order without a message.
+
+    Probes, sender-verification callouts, EHLO-then-QUIT.  Only claimed when the
+    capture saw the whole plaintext dialogue (SYN, no missing bytes): otherwise a
+    message might hide in what the capture lacks, and ``capture-incomplete`` is honest.
+    """
+    if tls_start_time(session) is not None or not session.syn_seen or gaps(session):
+        return None
+    if accepted_messages(session) or not orderly_close(session):
+        return None
+    if not data_events(session, "S"):
+        return None  # no banner at all: not a dialogue (tcp rules speak)
+    q = quit_answered(session)
+    last_cmd = commands(session)[-1] if commands(session) else None
+    did = (f"the last command was {last_cmd.text!r} ({where(session, last_cmd)})"
+           if last_cmd else "the client sent no command")
+    evidence = [ev(e) for e in (last_cmd, q) if e is not None]
+    return Finding(
+        code="ok-no-mail",
+        summary=f"The session ended in order without a message: {did}. {close_phrase(session)}",
+        evidence=evidence,
+        cannot_prove="why the client had nothing to send (a probe, an address verification "
+        "callout, or a client that changed its mind)",
+        next_step="if a message was expected, check the client's log for this connection",
+        verdict=True,
+        severity="info",
+    )
+
+
+def deciding_failure(session: Session) -> Event | None:
+    """The 4xx/5xx reply that ended the dialogue, if one did.
+
+    The last failure reply to a command that matters (not RSET/NOOP/QUIT...)
+    after which no such command succeeded: a rejected recipient followed by an
+    accepted one did not end anything.
+    """
+    decisive: Event | None = None
+    for e in replies(session):
+        a = answers(e)
+        if a in HOUSEKEEPING:
+            continue
+        cls = reply_class(e)
+        if cls in (4, 5):
+            decisive = e
+        elif cls in (2, 3) and decisive is not None and reply_code(decisive) != 421:
+            decisive = None
+    return decisive
+
+
+@rule
+def failure_reply(session: Session) -> Finding | None:
+    """``smtp-deferred`` / ``smtp-rejected``: a 4xx/5xx reply ended the transaction.
+
+    A 421 '... timeout' is the server announcing its own timeout: left to the
+    ``timeout`` rule, which says who went silent.  When a message was accepted
+    and the session ended in order, the failure is only a note (``ok`` stands).
+    """
+    bad = deciding_failure(session)
+    if bad is None:
+        return None
+    code = reply_code(bad)
+    cls = reply_class(bad)
+    text = reply_text(bad)
+    cmd = command_for(session, bad)
+    verdict_code = "smtp-deferred" if cls == 4 else "smtp-rejected"
+    what = {"CONNECT": "the connection (greeting)"}.get(answers(bad))
+    if what is None:
+        what = f"`{cmd.text}`" if cmd is not None else f"{answers(bad) or 'the dialogue'}"
+    evidence = []
+    if cmd is not None:
+        evidence.append(ev(cmd, f"command: {cmd.text}"))
+    evidence.append(ev(bad, f"reply: {code if code is not None else '(no code)'} {text}"))
+    c = first_close(session)
+    if c is not None:
+        evidence.append(ev(c, f"{who(c.direction)} {c.kind[4:].upper()}"))
+    accepted = accepted_messages(session)
+    is_verdict = not (accepted and orderly_close(session))
+    if _TIMEOUT_TEXT.search(text) and code == 421:
+        is_verdict = False
+    raw = bad.fields.get("code")
+    shown = f"{raw} {text}" if raw is not None else f"{text}` (a reply line without its code"
+    verb_phrase = "deferred (temporary failure)" if cls == 4 else "rejected (permanent failure)"
+    summary = (f"The server {verb_phrase} {what} with `{shown}` ({where(session, bad)}); "
+               f"{'no' if not accepted else len(accepted)} message(s) accepted in this session. "
+               f"{close_phrase(session)}").strip()
+    return Finding(
+        code=verdict_code if is_verdict else f"{verdict_code}-note",
+        summary=summary,
+        evidence=evidence,
+        cannot_prove="the server's reason beyond its reply text (policy, reputation, "
+        "recipient lookup): only its log says",
+        next_step="grep the server's mail log for the client address at that time; "
+        f"`pcapsmtp explain {verdict_code}` lists the usual log lines",
+        verdict=is_verdict,
+        severity="error" if cls == 5 else "warning",
+    )
+
+
+def _stage(last: Event) -> str:
+    """Postfix's words for where a timeout struck ('after END-OF-MESSAGE', 'after RCPT')."""
+    if last.kind == "smtp-reply":
+        a = answers(last)
+        if a == "CONNECT":
+            return "after the greeting"
+        if a == "DATA" and reply_code(last) == 354:
+            return "after DATA (354), before the message body"
+        if a in ("DATA", "BDAT") or a in END_OF_DATA:
+            return "after END-OF-MESSAGE"
+        return f"after the reply to {a}" if a else "after a server reply"
+    if last.kind == "smtp-body":
+        return "during the message body" if not last.fields.get("complete") else \
+            "after the message body"
+    if last.kind == "smtp-command":
+        return f"after the client's {verb(last)}"
+    return f"after {last.text}"
+
+
+@rule
+def silence_timeout(session: Session) -> Finding | None:
+    """``timeout``: one side went silent in plaintext SMTP and the other closed after N s.
+
+    The closer is the side that spoke last and then waited: the silence runs
+    from its last words to its close (or to its 421, if it announced one).  A
+    capture gap in the silent side's direction during the silence voids the
+    claim -- the words may be in the missing bytes.
+    """
+    if tls_start_time(session) is not None:
+        return None
+    c = first_close(session)
+    if c is None:
+        return None
+    closer = c.direction
+    before = [e for e in session.events
+              if (e.time, e.frame) < (c.time, c.frame) and not e.kind.startswith("tcp-")
+              and e.kind != "note"]
+    if not before:
+        return None
+    closing_act: Event = c
+    announced = None
+    if (closer == "S" and before[-1].kind == "smtp-reply" and reply_code(before[-1]) == 421
+            and len(before) >= 2):
+        announced = before[-1]
+        closing_act = announced
+        before = before[:-1]
+    last = before[-1]
+    if last.direction != closer:
+        return None  # the closer was the one owing an answer: a hang-up, not a timeout
+    if quit_answered(session) and (quit_answered(session).time <= last.time):
+        return None
+    silent = other(closer)
+    wait = closing_act.time - last.time
+    if wait < TIMEOUT_MIN_SECONDS:
+        return None
+    if session_has_mid_gap(session, silent, last.time, closing_act.time):
+        return None
+    evidence = [ev(last, f"last {who(closer)} words: {last.text}")]
+    if announced is not None:
+        evidence.append(ev(announced, f"timeout reply: {announced.text}"))
+    evidence.append(ev(c, f"{who(closer)} {'FIN' if c.kind == 'tcp-fin' else 'RST'}"))
+    said = f", saying `{reply_code(announced)} {reply_text(announced)}`" if announced else ""
+    accepted = accepted_messages(session)
+    also = (f" {len(accepted)} message(s) had been accepted before." if accepted else "")
+    return Finding(
+        code="timeout",
+        summary=f"The {who(silent)} went silent {_stage(last)} ({where(session, last)}); "
+        f"the {who(closer)} waited {fmt_s(wait)} and closed ({where(session, c)}){said}.{also}",
+        evidence=evidence,
+        cannot_prove=f"whether the {who(silent)} sent something that was lost before reaching "
+        f"the capture point, or never sent it",
+        next_step=f"capture on the {who(silent)} side too and compare with `pcapsmtp compare`; "
+        f"check the {who(silent)}'s log for this connection",
+        verdict=True,
+        severity="error",
+    )
+
+
+#: Commands after which the client must wait for the reply (RFC 2920 section 3.1).
+MUST_WAIT = {"EHLO", "HELO", "DATA", "VRFY", "EXPN", "TURN", "QUIT", "NOOP", "STARTTLS", "AUTH"}
+_SYNC_TEXT = re.compile(r"synchroni[sz]ation|pipelining|talking too soon|sending too soon|"
+                        r"out of sequence", re.I)
+
+
+def _client_talk(session: Session) -> list[Event]:
+    """What the client said in plaintext: commands, bodies, AUTH lines, unparsed bytes."""
+    return [e for e in session.events if e.direction == "C" and not e.tls
+            and e.kind in ("smtp-command", "smtp-body", "smtp-auth-data", "smtp-unparsed")]
+
+
+@rule
+def pipelining(session: Session) -> Finding | None:
+    """``pipelining-violation``: the client talked before the reply it had to wait for.
+
+    Three shapes: an early talker (bytes before the greeting), commands sent
+    before the previous reply without PIPELINING advertised (or after a
+    command RFC 2920 says must end a group), and the server's sync-error reply.
+    Order is read from frame numbers: on either side of the wire, a command
+    captured before a reply left (or arrived) before that reply could be read.
+    A verdict only when the session failed (no message accepted, or the server
+    complained); otherwise a note: the server tolerated it.
+    """
+    found: list[tuple[Event, str]] = []
+    g = greeting(session)
+    talk = _client_talk(session)
+    if talk and (g is None and data_events(session, "S") or
+                 g is not None and talk[0].frame < g.frame):
+        srv = g or data_events(session, "S")[0]
+        found.append((talk[0], f"the client sent {talk[0].text!r} before the server's greeting "
+                               f"({where(session, srv)}): an early talker"))
+    caps: set[str] = set()
+    queue: list[Event] = []  # commands awaiting a reply, oldest first
+    reply_to: dict[int, Event] = {}  # id(command) -> the reply that answered it
+    cmds = [e for e in commands(session) if not e.tls]
+    bodies = [e for e in session.of_kind("smtp-body") if not e.tls]
+    for e in session.events:
+        if e.tls:
+            continue
+        if e.kind == "smtp-command":
+            queue.append(e)
+        elif e.kind == "smtp-reply" and answers(e) != "CONNECT":
+            # the dissector already paired it (pipelining-aware): trust its ``answers``
+            match = next((c for c in queue if verb(c) == answers(e)), None)
+            if match is None:
+                continue
+            queue.remove(match)
+            reply_to[id(match)] = e
+            if answers(e) == "EHLO" and reply_class(e) == 2:
+                caps = {str(x).upper().split()[0] for x in e.fields.get("capabilities") or []
+                        if str(x).strip()}
+    advertised = "PIPELINING" in caps
+    for a, b in zip(cmds, cmds[1:], strict=False):
+        r = reply_to.get(id(a))
+        if r is None or b.frame >= r.frame:
+            continue
+        if verb(a) in MUST_WAIT or not advertised:
+            why = ("which must wait for its reply" if verb(a) in MUST_WAIT
+                   else "and the server had not advertised PIPELINING")
+            found.append((b, f"{b.text!r} ({where(session, b)}) was sent before the reply to "
+                             f"{verb(a)} ({where(session, r)}), {why}"))
+            break
+    for c in cmds:
+        r = reply_to.get(id(c))
+        if verb(c) != "DATA" or r is None or reply_code(r) != 354:
+            continue
+        early = [b for b in bodies if c.frame <= b.frame < r.frame
+                 or (b.first_frame is not None and c.frame <= b.first_frame < r.frame)]
+        if early:
+            found.append((early[0], f"the message body ({where(session, early[0])}) was sent "
+                                    f"before the 354 reply to DATA ({where(session, r)})"))
+            break
+    sync = [e for e in replies(session) if reply_class(e) in (4, 5)
+            and _SYNC_TEXT.search(reply_text(e))]
+    if not found and not sync:
+        return None
+    evidence = [ev(e, why) for e, why in found]
+    evidence += [ev(s, f"server: {s.text}") for s in sync[:1]]
+    failed = not accepted_messages(session) or bool(sync)
+    parts = [why for _, why in found]
+    if sync:
+        parts.append(f"the server answered `{sync[0].text}` ({where(session, sync[0])})")
+    summary = ("The client did not wait for the server: " + "; ".join(parts) + ". "
+               + close_phrase(session)).strip()
+    return Finding(
+        code="pipelining-violation" if failed else "pipelining-tolerated",
+        summary=summary,
+        evidence=evidence,
+        cannot_prove="whether a middlebox (an SMTP 'fixup' or proxy) changed the timing or "
+        "split the segments; frame order is as seen at the capture point",
+        next_step="check the client's SMTP software (pipelining support, pre-greeting "
+        "talk is typical of spam bots); capture on the client side to compare",
+        verdict=failed,
+        severity="error" if failed else "info",
+    )
+
