@@ -462,10 +462,14 @@ class Alert:
 
 @dataclass(slots=True)
 class AppData:
-    """One application_data record (after the handshake: SMTP inside TLS).  In TLS 1.3
-    the server's first records may be NewSessionTicket messages; they look the same.  A rule
-    that knows the client speaks first (SMTP after STARTTLS) can discount server records with
-    ``peer_app_records == 0`` as tickets; the TLS layer alone cannot."""
+    """One application_data record (after the handshake: SMTP inside TLS).
+
+    In TLS 1.3 the server's first records after the handshake are usually
+    NewSessionTicket messages (OpenSSL sends two), indistinguishable from data.  They
+    may follow the client's first record in capture order (seen on loopback with
+    openssl s_client/s_server), so ``peer_app_records`` does not separate them; it only
+    says how many app-data records the other side had sent before this one.
+    """
 
     kind: ClassVar[str] = "tls-app-data"
     direction: str
