@@ -1,0 +1,682 @@
+"""Tests of the SMTP dissector, feeding bytes directly (no capture involved)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import time
+from itertools import pairwise
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dissectors.smtp import (
+    MAX_LINE,
+    Command,
+    Credentials,
+    MessageBody,
+    Reply,
+    SmtpParser,
+    TlsStart,
+    Unparsed,
+)
+
+# A session is a list of steps: (direction, bytes), ("gap", direction, length),
+# ("close", direction).
+
+
+def feed(session, parser=None, pieces=None):
+    """Feed a session; ``pieces(data)`` may split each chunk into several receive() calls."""
+    p = parser or SmtpParser()
+    offsets = {"C": 0, "S": 0}
+    events = []
+    for step in session:
+        if step[0] == "gap":
+            _, d, n = step
+            events += p.gap(d, offsets[d], n)
+            offsets[d] += n
+        elif step[0] == "close":
+            events += p.close(step[1])
+        else:
+            d, data = step
+            for piece in pieces(data) if pieces else [data]:
+                events += p.receive(d, piece, offsets[d])
+                offsets[d] += len(piece)
+    return events
+
+
+def bytewise(data):
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def normal(events):
+    """Events without TlsStart.pending, the one field that depends on the call boundaries."""
+    return [
+        dataclasses.replace(e, pending=b"") if isinstance(e, TlsStart) else e for e in events
+    ]
+
+
+def of(events, cls):
+    return [e for e in events if isinstance(e, cls)]
+
+
+GREETING = b"220 mx.example.org ESMTP Postfix\r\n"
+EHLO_REPLY = (
+    b"250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-STARTTLS\r\n"
+    b"250-AUTH PLAIN LOGIN\r\n250-CHUNKING\r\n250 8BITMIME\r\n"
+)
+BODY = b"Subject: hi\r\n\r\nline one\r\n..stuffed\r\n"
+
+FULL = [
+    ("S", GREETING),  # S 0..34
+    ("C", b"EHLO client.example\r\n"),  # C 0..21
+    ("S", EHLO_REPLY),  # S 34..153
+    ("C", b"MAIL FROM:<a@example.net>\r\n"),  # C 21..48
+    ("S", b"250 2.1.0 Ok\r\n"),  # S 153..167
+    ("C", b"RCPT TO:<b@example.org>\r\n"),  # C 48..73
+    ("S", b"250 2.1.5 Ok\r\n"),  # S 167..181
+    ("C", b"DATA\r\n"),  # C 73..79
+    ("S", b"354 End data with <CR><LF>.<CR><LF>\r\n"),  # S 181..218
+    ("C", BODY + b".\r\n"),  # C 79..118 (body 36 bytes, then ".\r\n")
+    ("S", b"250 2.0.0 Ok: queued as 4F2\r\n"),  # S 218..247
+    ("C", b"QUIT\r\n"),  # C 118..124
+    ("S", b"221 2.0.0 Bye\r\n"),  # S 247..262
+    ("close", "C"),
+    ("close", "S"),
+]
+
+
+def test_full_session_offsets_and_pairing():
+    ev = feed(FULL)
+    got = [(type(e).__name__, e.direction, e.start, e.end) for e in ev]
+    assert got == [
+        ("Reply", "S", 0, 34),
+        ("Command", "C", 0, 21),
+        ("Reply", "S", 34, 153),
+        ("Command", "C", 21, 48),
+        ("Reply", "S", 153, 167),
+        ("Command", "C", 48, 73),
+        ("Reply", "S", 167, 181),
+        ("Command", "C", 73, 79),
+        ("Reply", "S", 181, 218),
+        ("MessageBody", "C", 79, 118),
+        ("Reply", "S", 218, 247),
+        ("Command", "C", 118, 124),
+        ("Reply", "S", 247, 262),
+    ]
+    assert [e.answers for e in of(ev, Reply)] == [
+        "CONNECT", "EHLO", "MAIL", "RCPT", "DATA", "BODY", "QUIT",
+    ]  # fmt: skip
+    assert [e.verb for e in of(ev, Command)] == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+    mail = of(ev, Command)[1]
+    assert (mail.argument, mail.text, mail.known) == (
+        "FROM:<a@example.net>", "MAIL FROM:<a@example.net>", True,
+    )  # fmt: skip
+    ehlo = of(ev, Reply)[1]
+    assert ehlo.capabilities == [
+        "PIPELINING", "SIZE", "STARTTLS", "AUTH", "CHUNKING", "8BITMIME",
+    ]  # fmt: skip
+    assert ehlo.lines[0] == "mx.example.org" and ehlo.lines[2] == "SIZE 10240000"
+    assert of(ev, Reply)[2].enhanced == "2.1.0"
+    assert of(ev, Reply)[0].enhanced is None
+    (body,) = of(ev, MessageBody)
+    assert (body.size, body.complete, body.chunk) == (36, True, False)
+
+
+def test_full_session_bytewise_gives_same_events():
+    assert feed(FULL, pieces=bytewise) == feed(FULL)
+
+
+def test_pipelined_commands_and_replies_in_one_segment():
+    ev = feed([
+        ("S", GREETING),
+        ("C", b"EHLO c\r\n"),
+        ("S", b"250-mx\r\n250 PIPELINING\r\n"),
+        ("C", b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+        ("S", b"250 ok\r\n550 5.1.1 no such user\r\n250 ok\r\n354 go\r\n"),
+        ("C", b"x\r\n.\r\n"),
+        ("S", b"250 queued\r\n"),
+    ])  # fmt: skip
+    pairs = [(e.code, e.answers) for e in of(ev, Reply)]
+    assert pairs == [
+        (220, "CONNECT"), (250, "EHLO"), (250, "MAIL"), (550, "RCPT"), (250, "RCPT"),
+        (354, "DATA"), (250, "BODY"),
+    ]  # fmt: skip
+    assert of(ev, Reply)[3].enhanced == "5.1.1"
+    assert of(ev, MessageBody)[0].size == 3
+
+
+def test_body_sent_before_354_is_held_then_parsed_as_body():
+    ev = feed([
+        ("S", GREETING),
+        ("C", b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nSecret: text\r\n.\r\nQUIT\r\n"),
+        ("S", b"250 ok\r\n250 ok\r\n"),
+        ("S", b"354 go\r\n250 queued\r\n221 bye\r\n"),
+    ])  # fmt: skip
+    kinds = [type(e).__name__ for e in ev]
+    # The body and QUIT come out right after the 354 that gives them their meaning.
+    assert kinds == [
+        "Reply", "Command", "Command", "Command", "Reply", "Reply", "Reply", "MessageBody",
+        "Command", "Reply", "Reply",
+    ]  # fmt: skip
+    body = of(ev, MessageBody)[0]
+    assert (body.start, body.end, body.size, body.complete) == (38, 55, 14, True)
+    assert [e.answers for e in of(ev, Reply)][-2:] == ["BODY", "QUIT"]
+    assert not any("Secret" in str(e) for e in ev)  # bodies are counted, never shown
+
+
+def test_5xx_to_data_makes_following_bytes_commands():
+    ev = feed([
+        ("S", GREETING),
+        ("C", b"DATA\r\n"),
+        ("C", b"RSET\r\n"),
+        ("S", b"554 5.5.1 Error: no valid recipients\r\n250 ok\r\n"),
+    ])  # fmt: skip
+    assert not of(ev, MessageBody)
+    assert [e.verb for e in of(ev, Command)] == ["DATA", "RSET"]
+    assert [(e.code, e.answers) for e in of(ev, Reply)][1:] == [(554, "DATA"), (250, "RSET")]
+
+
+def test_dot_stuffing_and_dot_line_split_across_calls():
+    session = [
+        ("S", GREETING),
+        ("C", b"DATA\r\n"),
+        ("S", b"354 go\r\n"),
+        ("C", b"a\r\n..\r\n.x\r\n"),  # ".." and ".x" are body lines
+        ("C", b"tail\r"),
+        ("C", b"\n"),
+        ("C", b"."),
+        ("C", b"\r"),
+        ("C", b"\nNOOP\r\n"),
+    ]
+    ev = feed(session)
+    (body,) = of(ev, MessageBody)
+    assert (body.start, body.size, body.end, body.complete) == (6, 17, 26, True)
+    assert of(ev, Command)[-1].verb == "NOOP" and of(ev, Command)[-1].start == 26
+
+
+def test_empty_body():
+    ev = feed([("S", GREETING), ("C", b"DATA\r\n"), ("S", b"354 go\r\n"), ("C", b".\r\n")])
+    assert [(b.start, b.end, b.size) for b in of(ev, MessageBody)] == [(6, 9, 0)]
+
+
+def test_bare_lf_lines_and_body():
+    ev = feed([
+        ("S", b"220 mx\n"),
+        ("C", b"HELO c\nDATA\n"),
+        ("S", b"250 ok\n354 go\n"),
+        ("C", b"body\n.\nQUIT\r\n"),
+    ])  # fmt: skip
+    helo, data, quit_ = of(ev, Command)
+    assert helo.bare_lf and data.bare_lf and not quit_.bare_lf
+    assert (helo.end, data.start, data.end) == (7, 7, 12)
+    (body,) = of(ev, MessageBody)
+    assert (body.size, body.end) == (5, 19)
+    assert of(ev, Reply)[0].code == 220
+
+
+def test_bdat_chunks_and_last():
+    ev = feed([
+        ("S", GREETING),
+        ("C", b"BDAT 5\r\nhel"),  # chunk split across calls, next command right after
+        ("C", b"loBDAT 3 LAST\r\nabcQUIT\r\n"),
+        ("S", b"250 5 octets\r\n250 done\r\n221 bye\r\n"),
+    ])  # fmt: skip
+    assert [(e.chunk, e.last, e.size, e.start, e.end) for e in of(ev, MessageBody)] == [
+        (True, False, 5, 8, 13),
+        (True, True, 3, 26, 29),
+    ]
+    assert [e.verb for e in of(ev, Command)] == ["BDAT", "BDAT", "QUIT"]
+    assert [e.answers for e in of(ev, Reply)] == ["CONNECT", "BDAT", "BDAT", "QUIT"]
+
+
+def test_bdat_zero_last_and_malformed_bdat():
+    ev = feed([("C", b"BDAT 0 LAST\r\nBDAT 5 X\r\nBDAT five\r\nNOOP\r\n")])
+    (body,) = of(ev, MessageBody)
+    assert (body.size, body.last, body.start, body.end) == (0, True, 13, 13)
+    # Malformed BDAT consumes no chunk: the next lines are still commands.
+    assert [e.text for e in of(ev, Command)] == ["BDAT 0 LAST", "BDAT 5 X", "BDAT five", "NOOP"]
+
+
+USER, PASSWORD = b"alice@example.net", b"Tr0ub4dor&3"
+PLAIN = base64.b64encode(b"\0" + USER + b"\0" + PASSWORD)
+
+
+def secret_forms():
+    forms = [USER, PASSWORD, PLAIN, base64.b64encode(USER), base64.b64encode(PASSWORD)]
+    return [f.decode() for f in forms] + [PLAIN.decode()[:12]]
+
+
+def assert_no_secret(events):
+    for e in events:
+        for f in dataclasses.fields(e):
+            value = getattr(e, f.name)
+            texts = value if isinstance(value, list) else [value]
+            for text in texts:
+                if isinstance(text, bytes):
+                    text = text.decode("latin-1")
+                for secret in secret_forms():
+                    assert secret not in str(text), (e, f.name)
+
+
+def test_auth_plain_initial_response_is_masked():
+    ev = feed([
+        ("S", GREETING),
+        ("C", b"AUTH PLAIN " + PLAIN + b"\r\n"),
+        ("S", b"235 2.7.0 Authentication successful\r\n"),
+        ("C", b"MAIL FROM:<a@x>\r\n"),
+    ])  # fmt: skip
+    auth, mail = of(ev, Command)
+    assert (auth.verb, auth.argument, auth.text) == ("AUTH", "PLAIN ****", "AUTH PLAIN ****")
+    assert mail.verb == "MAIL"  # after 235 the client speaks commands again
+    assert of(ev, Reply)[1].answers == "AUTH"
+    assert_no_secret(ev)
+
+
+def test_auth_login_with_334_challenges():
+    ev = feed([
+        ("S", GREETING),
+        ("C", b"AUTH LOGIN\r\n"),
+        ("S", b"334 VXNlcm5hbWU6\r\n"),
+        ("C", base64.b64encode(USER) + b"\r\n"),
+        ("S", b"334 UGFzc3dvcmQ6\r\n"),
+        ("C", base64.b64encode(PASSWORD) + b"\r\n"),
+        ("S", b"535 5.7.8 authentication failed\r\n"),
+        ("C", b"QUIT\r\n"),
+    ])  # fmt: skip
+    kinds = [type(e).__name__ for e in ev]
+    assert kinds == [
+        "Reply", "Command", "Reply", "Credentials", "Reply", "Credentials", "Reply", "Command",
+    ]  # fmt: skip
+    creds = of(ev, Credentials)
+    assert [(c.start, c.end, c.length) for c in creds] == [(12, 38, 24), (38, 56, 16)]
+    assert [r.answers for r in of(ev, Reply)] == ["CONNECT", "AUTH", "AUTH", "AUTH"]
+    assert of(ev, Reply)[1].lines == ["VXNlcm5hbWU6"]  # challenges are harmless: shown
+    assert of(ev, Command)[-1].verb == "QUIT"
+    assert_no_secret(ev)
+
+
+def test_auth_login_initial_response_and_cancel():
+    ev = feed([
+        ("C", b"AUTH LOGIN " + base64.b64encode(USER) + b"\r\n"),
+        ("S", b"334 UGFzc3dvcmQ6\r\n"),
+        ("C", b"*\r\n"),
+        ("S", b"501 5.7.0 cancelled\r\n"),
+        ("C", b"auth cram-md5\r\n"),
+        ("S", b"334 PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+\r\n"),
+        ("C", base64.b64encode(USER + b" " + PASSWORD) + b"\r\n"),
+        ("S", b"235 ok\r\n"),
+    ])  # fmt: skip
+    cmds = of(ev, Command)
+    assert [c.text for c in cmds] == ["AUTH LOGIN ****", "*", "auth cram-md5"]
+    assert len(of(ev, Credentials)) == 1
+    assert_no_secret(ev)
+
+
+def test_secret_cut_by_gap_or_close_stays_masked():
+    ev = feed([
+        ("C", b"AUTH LOGIN\r\n"),
+        ("S", b"334 VXNlcm5hbWU6\r\n"),
+        ("C", base64.b64encode(USER)[:10]),
+        ("gap", "C", 3),
+        ("C", base64.b64encode(USER)[13:] + b"\r\n" + base64.b64encode(PASSWORD)[:8]),
+        ("close", "C"),
+    ])  # fmt: skip
+    assert [type(e).__name__ for e in ev][-3:] == ["Credentials"] * 3
+    assert_no_secret(ev)
+
+
+def starttls_session(after_220_s=b"", client_tls=b"\x16\x03\x01\x00\x05hello"):
+    return [
+        ("S", GREETING),  # 0..34
+        ("C", b"EHLO c\r\n"),  # 0..8
+        ("S", b"250-mx\r\n250 STARTTLS\r\n"),  # 34..56
+        ("C", b"STARTTLS\r\n"),  # 8..18
+        ("S", b"220 2.0.0 Ready to start TLS\r\n" + after_220_s),  # 56..86
+        ("C", client_tls),
+        ("S", b"\x16\x03\x03\x00\x02hi"),
+        ("C", b"more TLS"),
+    ]
+
+
+def test_starttls_220_starts_tls_in_both_directions():
+    ev = feed(starttls_session(after_220_s=b"\x16\x03\x03"))
+    tls = of(ev, TlsStart)
+    assert [(t.direction, t.start, t.end, t.pending) for t in tls] == [
+        ("S", 86, 86, b"\x16\x03\x03"),
+        ("C", 18, 18, b"\x16\x03\x01\x00\x05hello"),
+    ]
+    assert ev[-2:] == tls  # and nothing after: later bytes are the TLS parser's
+    assert of(ev, Reply)[-1].answers == "STARTTLS"
+
+
+def test_starttls_client_bytes_before_220_are_pending():
+    p = SmtpParser()
+    assert p.receive("S", GREETING, 0)
+    p.receive("C", b"STARTTLS\r\n", 0)
+    assert p.receive("C", b"\x16\x03\x01\x00", 10) == []  # held until the reply is known
+    ev = p.receive("S", b"220 go\r\n", 34)
+    assert [(t.direction, t.start, t.pending) for t in of(ev, TlsStart)] == [
+        ("S", 42, b""),
+        ("C", 10, b"\x16\x03\x01\x00"),
+    ]
+    assert p.receive("C", b"\x01rest", 14) == []
+    assert p.receive("S", b"250 plain?\r\n", 42) == []
+    assert p.close("C") == [] and p.gap("S", 54, 10) == []
+
+
+def test_starttls_454_continues_in_plaintext():
+    ev = feed([
+        ("S", GREETING),
+        ("C", b"STARTTLS\r\nEHLO again\r\n"),  # pipelined after STARTTLS: held, then commands
+        ("S", b"454 4.7.0 TLS not available due to local problem\r\n250 mx\r\n"),
+    ])  # fmt: skip
+    assert not of(ev, TlsStart)
+    assert [e.verb for e in of(ev, Command)] == ["STARTTLS", "EHLO"]
+    assert [(r.code, r.answers) for r in of(ev, Reply)][1:] == [
+        (454, "STARTTLS"), (250, "EHLO"),
+    ]  # fmt: skip
+
+
+def test_pix_masked_command_and_keyword():
+    ev = feed([
+        ("S", b"220 ****************************************\r\n"),
+        ("C", b"EHLO c\r\n"),
+        ("S", b"250-mx\r\n250-XXXXXXXA\r\n250 PIPELINING\r\n"),
+        ("C", b"MAIL FROM:<a@x>\r\nXXXX TO:<x@y>\r\n"),
+    ])  # fmt: skip
+    assert of(ev, Reply)[1].capabilities == ["XXXXXXXA", "PIPELINING"]
+    xx = of(ev, Command)[-1]
+    assert (xx.verb, xx.known, xx.text, xx.start) == ("XXXX", False, "XXXX TO:<x@y>", 25)
+    assert of(ev, Reply)[0].lines == ["*" * 40]
+
+
+def test_malformed_reply_line_without_code():
+    ev = feed([
+        ("C", b"DATA\r\n"),
+        ("S", b"354 go\r\n"),
+        ("C", b".\r\n"),
+        ("S", b"4.7.0 [IPTS04] Message from 1.2.3.4 temporarily deferred\r\n"),
+    ])  # fmt: skip
+    r = of(ev, Reply)[-1]
+    assert (r.code, r.malformed, r.enhanced, r.answers) == (None, True, "4.7.0", "BODY")
+    assert r.text.startswith("4.7.0 [IPTS04]")
+
+
+def test_greeting_554_and_long_multiline_greeting():
+    ev = feed([("S", b"554 5.7.1 go away\r\n")])
+    assert [(r.code, r.answers) for r in of(ev, Reply)] == [(554, "CONNECT")]
+    lines = b"".join(b"220-line %04d %s\r\n" % (i, b"x" * 80) for i in range(80))
+    big = lines + b"220 ready\r\n"
+    assert len(big) > 5000
+    ev = feed([("S", big)], pieces=lambda d: [d[i : i + 1448] for i in range(0, len(d), 1448)])
+    (r,) = ev
+    assert (r.code, len(r.lines), r.end, r.answers) == (220, 81, len(big), "CONNECT")
+    assert r.text.endswith("[81 lines]")
+
+
+def test_over_long_line_is_truncated_not_buffered():
+    line = b"NOOP " + b"a" * 10000 + b"\r\n"
+    ev = feed([("C", line + b"QUIT\r\n")], pieces=lambda d: [d[:3000], d[3000:]])
+    noop, quit_ = of(ev, Command)
+    assert (noop.truncated, len(noop.text), noop.end) == (10005 - MAX_LINE, MAX_LINE, 10007)
+    assert (quit_.start, quit_.verb) == (10007, "QUIT")
+
+
+def test_eight_bit_and_empty_line():
+    ev = feed([("C", b"MAIL FROM:<j\xc3\xb6rg@x> \xff\r\n\r\n")])
+    mail, empty = of(ev, Command)
+    assert mail.eight_bit and mail.text == "MAIL FROM:<j\u00f6rg@x> \\xff"
+    assert (empty.verb, empty.text, empty.known, empty.start, empty.end) == ("", "", False, 23, 25)
+
+
+def test_gap_resync_in_command_mode():
+    ev = feed([
+        ("C", b"MAIL FROM:<a@x>\r\nRCPT TO"),
+        ("gap", "C", 10),
+        ("C", b"x>\r\nRCPT TO:<c@y>\r\n"),
+        ("S", b"250 ok\r\n"),
+        ("gap", "S", 4),
+        ("S", b"ok\r\n250 ok\r\n"),
+    ])  # fmt: skip
+    assert [(type(e).__name__, e.start, e.end) for e in ev] == [
+        ("Command", 0, 17),
+        ("Unparsed", 17, 24),  # the partial line before the gap
+        ("Unparsed", 34, 38),  # the tail after it, until the next line start
+        ("Command", 38, 53),
+        ("Reply", 0, 8),
+        ("Unparsed", 12, 16),
+        ("Reply", 16, 24),
+    ]
+    assert all(e.reason == "gap-resync" for e in of(ev, Unparsed))
+    assert of(ev, Unparsed)[0].preview == "RCPT TO"
+
+
+def test_gap_at_line_start_keeps_next_command():
+    ev = feed([("C", b"NOOP\r\n"), ("gap", "C", 6), ("C", b"QUIT\r\n")])
+    assert [(e.verb, e.start) for e in of(ev, Command)] == [("NOOP", 0), ("QUIT", 12)]
+
+
+def test_gap_in_body_counts_bytes_and_end_still_found():
+    ev = feed([
+        ("C", b"DATA\r\n"),
+        ("S", b"354 go\r\n"),
+        ("C", b"abc"),
+        ("gap", "C", 100),
+        ("C", b"def\r\n.\r\nQUIT\r\n"),
+    ])  # fmt: skip
+    (body,) = of(ev, MessageBody)
+    assert (body.size, body.gap_bytes, body.complete, body.end) == (108, 100, True, 117)
+    assert of(ev, Command)[-1].verb == "QUIT"
+
+
+def test_gap_swallowing_dot_line_ends_body_at_server_reply():
+    ev = feed([
+        ("C", b"DATA\r\n"),
+        ("S", b"354 go\r\n"),
+        ("C", b"abc\r\n"),
+        ("gap", "C", 3),
+        ("S", b"250 queued\r\n"),
+        ("C", b"QUIT\r\n"),
+    ])  # fmt: skip
+    (body,) = of(ev, MessageBody)
+    assert (body.size, body.complete, body.gap_bytes) == (8, False, 3)
+    assert of(ev, Reply)[-1].answers == "BODY"
+    assert of(ev, Command)[-1].verb == "QUIT"
+
+
+def test_close_flushes_partial_line_and_body():
+    ev = feed([
+        ("S", b"250-a\r\n250 b"),
+        ("close", "S"),
+        ("C", b"DATA\r\n"),
+    ])  # fmt: skip
+    (r,) = of(ev, Reply)
+    assert (r.lines, r.partial, r.end) == (["a", "b"], True, 12)
+    ev = feed([("C", b"DATA\r\n"), ("S", b"354 go\r\n"), ("C", b"12345"), ("close", "C")])
+    (body,) = of(ev, MessageBody)
+    assert (body.size, body.complete, body.end) == (5, False, 11)
+    ev = feed([("C", b"QUI"), ("close", "C")])
+    (cmd,) = ev
+    assert (cmd.verb, cmd.partial, cmd.end) == ("QUI", True, 3)
+
+
+def test_client_close_while_held_is_decided_by_the_reply():
+    ev = feed([
+        ("C", b"DATA\r\nbody\r\n"),
+        ("close", "C"),
+        ("S", b"354 go\r\n"),
+    ])  # fmt: skip
+    (body,) = of(ev, MessageBody)
+    assert (body.size, body.complete, body.end) == (6, False, 12)
+
+
+def test_client_hello_on_plaintext_port():
+    hello = b"\x16\x03\x01\x00\x08" + b"\x01\x00\x00\x04\x03\x03\n\x00"
+    ev = feed([("C", hello + b"EHLO c\r\n")], pieces=bytewise)
+    rec, ehlo = ev
+    assert (rec.reason, rec.start, rec.end) == ("tls-record", 0, 13)
+    assert rec.preview == "\\x16\\x03\\x01\\x00\\x08"
+    assert (ehlo.verb, ehlo.start) == ("EHLO", 13)
+
+
+def test_binary_garbage():
+    ev = feed([("C", b"\x00\x01\x02\xff\xfe\r\nNOOP\r\n"), ("S", b"\x01\x02\x03junk\r\n")])
+    assert [(type(e).__name__, getattr(e, "reason", None)) for e in ev] == [
+        ("Unparsed", "binary"), ("Command", None), ("Unparsed", "binary"),
+    ]  # fmt: skip
+    assert ev[0].preview == "\\x00\\x01\\x02\\xff\\xfe"
+
+
+def test_offsets_jump_and_overlap_are_tolerated():
+    p = SmtpParser()
+    assert [e.verb for e in p.receive("C", b"NOOP\r\n", 0)] == ["NOOP"]
+    assert p.receive("C", b"NOOP\r\n", 0) == []  # retransmitted: already seen
+    ev = p.receive("C", b"P\r\nQUIT\r\n", 3)  # its first 3 bytes were already fed
+    assert [(e.verb, e.start) for e in ev] == [("QUIT", 6)]
+    ev = p.receive("C", b"RSET\r\n", 20)  # 8 bytes never reported missing: a gap
+    assert [(e.verb, e.start) for e in of(ev, Command)] == [("RSET", 20)]
+
+
+# -- property tests -------------------------------------------------------------------------
+
+VALID = [
+    ("S", GREETING),
+    ("C", b"EHLO c\r\n"),
+    ("S", EHLO_REPLY),
+    ("C", b"AUTH PLAIN " + PLAIN + b"\r\n"),
+    ("S", b"235 ok\r\n"),
+    ("C", b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n" + BODY + b".\r\n"),
+    ("S", b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n"),
+    ("C", b"BDAT 4\r\nab\r\nBDAT 0 LAST\r\nAUTH LOGIN\r\n"),
+    ("S", b"250 ok\r\n250 ok\r\n334 VXNlcm5hbWU6\r\n"),
+    ("C", base64.b64encode(USER) + b"\r\n"),
+    ("S", b"235 ok\r\n"),
+    ("C", b"STARTTLS\r\n"),
+    ("S", b"220 go\r\n\x16\x03\x03"),
+    ("C", b"\x16\x03\x01\x00\x05hello"),
+    ("close", "C"),
+    ("close", "S"),
+]
+
+
+def splitter(cuts):
+    def pieces(data):
+        points = sorted({c % (len(data) + 1) for c in cuts})
+        bounds = [0, *points, len(data)]
+        return [data[a:b] for a, b in pairwise(bounds) if b > a]
+
+    return pieces
+
+
+def check_well_formed(events):
+    last_end = {"C": 0, "S": 0}
+    for e in events:
+        assert e.direction in ("C", "S")
+        assert 0 <= e.start <= e.end
+        if not isinstance(e, TlsStart):
+            assert e.start >= last_end[e.direction], e  # in stream order, no overlap
+            last_end[e.direction] = e.end
+        if isinstance(e, Unparsed):
+            assert len(e.preview) <= 80
+
+
+def test_valid_session_expected_shape():
+    ev = feed(VALID)
+    check_well_formed(ev)
+    assert_no_secret(ev)
+    assert [type(e).__name__ for e in ev][-2:] == ["TlsStart", "TlsStart"]
+    assert [r.answers for r in of(ev, Reply)] == [
+        "CONNECT", "EHLO", "AUTH", "MAIL", "RCPT", "DATA", "BODY", "BDAT", "BDAT", "AUTH",
+        "AUTH", "STARTTLS",
+    ]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=400), max_size=12))
+def test_any_split_gives_identical_events(cuts):
+    whole = feed(VALID)
+    split = feed(VALID, pieces=splitter(cuts))
+    assert normal(split) == normal(whole)
+
+
+step = st.one_of(
+    st.tuples(st.sampled_from("CS"), st.binary(max_size=60)),
+    st.tuples(
+        st.sampled_from("CS"),
+        st.lists(
+            st.sampled_from([
+                b"DATA\r\n", b"354 go\r\n", b"STARTTLS\r\n", b"220 ok\r\n", b"AUTH LOGIN\r\n",
+                b"334 x\r\n", b".\r\n", b"\r\n", b"\n", b"BDAT 3\r\n", b"BDAT 2 LAST\r\n",
+                b"250-a\r\n", b"250 b\r\n", b"\x16\x03\x01\x00\x02", b"..", b"\r",
+                b"4.7.0 x\r\n", b"\x00", b"\xff",
+            ]),
+            max_size=8,
+        ).map(b"".join),
+    ),  # fmt: skip
+    st.tuples(st.just("gap"), st.sampled_from("CS"), st.integers(0, 50)),
+    st.tuples(st.just("close"), st.sampled_from("CS")),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(step, max_size=25), st.lists(st.integers(0, 100), max_size=6))
+def test_arbitrary_bytes_never_raise_and_split_invariant(session, cuts):
+    whole = feed(session)
+    check_well_formed(whole)
+    assert normal(feed(session, pieces=splitter(cuts))) == normal(whole)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10**6), st.sampled_from(["flip", "drop", "dup", "insert"]),
+                  st.integers(0, 255)),
+        min_size=1, max_size=10,
+    ),
+    st.lists(st.integers(0, 400), max_size=8),
+)  # fmt: skip
+def test_mutated_sessions_never_raise(mutations, cuts):
+    session = [s for s in VALID if s[0] != "close"]
+    for where, how, byte in mutations:
+        i = where % len(session)
+        d, data = session[i]
+        j = where % (len(data) + 1)
+        if how == "flip" and j < len(data):
+            data = data[:j] + bytes([byte]) + data[j + 1 :]
+        elif how == "drop":
+            data = data[:j] + data[j + 1 :]
+        elif how == "insert":
+            data = data[:j] + bytes([byte]) + data[j:]
+        else:
+            data = data[:j] + data[j:] + data[j:]
+        session[i] = (d, data)
+    events = feed([*session, ("close", "C"), ("close", "S")], pieces=splitter(cuts))
+    check_well_formed(events)
+
+
+# -- speed ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_body_scanning_speed():
+    """A 100 MB body in 1448-byte segments: the scan must be bytes.find, not a byte loop."""
+    line = b"x" * 74 + b"\r\n"
+    segment = (line * 20)[:1448]
+    count = 100 * 1024 * 1024 // len(segment)
+    p = SmtpParser()
+    p.receive("C", b"DATA\r\n", 0)
+    p.receive("S", b"354 go\r\n", 0)
+    offset = 6
+    t0 = time.perf_counter()
+    for _ in range(count):
+        p.receive("C", segment, offset)
+        offset += len(segment)
+    ev = p.receive("C", b"\r\n.\r\n", offset)
+    elapsed = time.perf_counter() - t0
+    (body,) = ev
+    assert body.size == offset - 6 + 2
+    mb_s = offset / elapsed / 1e6
+    print(f"\nbody scan: {offset / 1e6:.0f} MB in {elapsed:.2f} s = {mb_s:.0f} MB/s")
+    assert mb_s > 50
