@@ -1,0 +1,196 @@
+"""The whole pipeline on crafted captures: capture -> reassembly -> SMTP dialogue.
+
+Crafted with scapy because these are TCP corners (retransmission, reordering,
+overlaps, gaps, wrap-around, a missing SYN) that no real stack produces on
+demand; each expects an exact dialogue.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from pcapsmtp.analyze import analyze
+from pcapsmtp.timeline import Session
+from tests.craft_session import Conversation, simple_session
+
+SIMPLE_DIALOGUE = [
+    ("S", "220 mx.lab.example ESMTP Postfix"),
+    ("C", "EHLO client.lab.example"),
+    ("S", "250-mx.lab.example"),
+    ("C", "MAIL FROM:<a@lab.example>"),
+    ("S", "250 2.1.0 Ok"),
+    ("C", "RCPT TO:<b@lab.example>"),
+    ("S", "250 2.1.5 Ok"),
+    ("C", "DATA"),
+    ("S", "354 End data with <CR><LF>.<CR><LF>"),
+    ("C", "[message body: 21 bytes, ended by '.']"),
+    ("S", "250 2.0.0 Ok: queued as 1234"),
+    ("C", "QUIT"),
+    ("S", "221 2.0.0 Bye"),
+]
+
+
+def dialogue(session: Session) -> list[tuple[str, str]]:
+    return [(e.direction, e.text) for e in session.events if e.kind.startswith("smtp-")]
+
+
+def only_session(path: Path) -> Session:
+    result = analyze(str(path))
+    assert len(result.sessions) == 1, [s.client for s in result.sessions]
+    return result.sessions[0]
+
+
+def kinds(session: Session, kind: str) -> list:
+    return [e for e in session.events if e.kind == kind]
+
+
+def test_healthy_session_dialogue_and_frames(tmp_path: Path) -> None:
+    conv = simple_session()
+    s = only_session(conv.write(tmp_path / "x.pcap"))
+    assert dialogue(s) == SIMPLE_DIALOGUE
+    assert s.client == ("192.0.2.10", 40000) and s.server == ("198.51.100.25", 25)
+    assert s.syn_seen and not s.open_at_end
+    # Frames: 3 handshake packets, then the banner is frame 4 and EHLO frame 5.
+    banner, ehlo = [e for e in s.events if e.kind.startswith("smtp-")][:2]
+    assert (banner.frame, ehlo.frame) == (4, 5)
+    ehlo_reply = next(e for e in s.events if e.fields.get("answers") == "EHLO")
+    assert ehlo_reply.fields["capabilities"] == ["PIPELINING", "8BITMIME"]
+    assert [e.direction for e in kinds(s, "tcp-fin")] == ["C", "S"]
+
+
+def test_retransmission_is_counted_not_duplicated(tmp_path: Path) -> None:
+    conv = simple_session()
+    pkts = list(conv.packets)
+    rcpt = next(i for i, p in enumerate(pkts) if b"RCPT" in bytes(p.payload))
+    again = copy.deepcopy(pkts[rcpt])
+    again.time = pkts[rcpt].time + 0.2
+    pkts.insert(rcpt + 1, again)
+    s = only_session(conv.write(tmp_path / "x.pcap", pkts))
+    assert dialogue(s) == SIMPLE_DIALOGUE
+    (rtx,) = kinds(s, "tcp-retransmission")
+    assert rtx.frame == rcpt + 2 and rtx.fields["length"] == len(b"RCPT TO:<b@lab.example>\r\n")
+    assert s.stats.C.retransmissions == 1
+
+
+def test_reordered_segments_reassemble_and_keep_their_frames(tmp_path: Path) -> None:
+    conv = Conversation()
+    conv.handshake()
+    conv.server_sends(b"220 mx ESMTP\r\n")
+    first, second = conv.client_sends(b"EHLO cli", b"ent.lab.example\r\n")
+    conv.server_sends(b"250 mx\r\n")
+    conv.close()
+    pkts = list(conv.packets)
+    i = pkts.index(first)
+    pkts[i], pkts[i + 1] = pkts[i + 1], pkts[i]
+    s = only_session(conv.write(tmp_path / "x.pcap", pkts))
+    ehlo = next(e for e in s.events if e.kind == "smtp-command")
+    assert ehlo.text == "EHLO client.lab.example"
+    # The command's first byte came in frame 6 (sent first, captured second).
+    assert ehlo.fields["segments"] == [[6, 0, 8], [5, 8, 17]]
+
+
+def test_split_command_records_each_segment_boundary(tmp_path: Path) -> None:
+    conv = Conversation()
+    conv.handshake()
+    conv.server_sends(b"220 mx ESMTP\r\n")
+    conv.client_sends(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRC", b"PT TO:<c@y>\r\n")
+    conv.close()
+    s = only_session(conv.write(tmp_path / "x.pcap"))
+    cmds = kinds(s, "smtp-command")
+    assert [c.text for c in cmds] == ["MAIL FROM:<a@x>", "RCPT TO:<b@y>", "RCPT TO:<c@y>"]
+    assert "segments" not in cmds[0].fields
+    assert cmds[2].fields["segments"] == [[5, 0, 2], [6, 2, 13]]
+
+
+def test_overlap_with_different_bytes_keeps_first_and_the_evidence(tmp_path: Path) -> None:
+    conv = Conversation()
+    conv.handshake()
+    conv.server_sends(b"220 mx ESMTP\r\n")
+    (orig,) = conv.client_sends(b"RCPT TO:<b@y>\r\n")
+    conv.server_sends(b"250 ok\r\n")
+    conv.close()
+    pkts = list(conv.packets)
+    i = pkts.index(orig)
+    changed = copy.deepcopy(orig)
+    changed.payload.payload.remove_payload()
+    changed.payload.payload.add_payload(b"XXXX TO:<b@y>\r\n")
+    changed.time = orig.time + 0.001
+    pkts.insert(i + 1, changed)
+    s = only_session(conv.write(tmp_path / "x.pcap", pkts))
+    assert [c.text for c in kinds(s, "smtp-command")] == ["RCPT TO:<b@y>"]
+    (ov,) = kinds(s, "tcp-overlap")
+    assert ov.fields["first"].startswith("RCPT") and ov.fields["second"].startswith("XXXX")
+    assert ov.frame == i + 2
+
+
+def test_overlap_with_same_bytes_delivers_only_the_new_part(tmp_path: Path) -> None:
+    conv = Conversation()
+    conv.handshake()
+    conv.server_sends(b"220 mx ESMTP\r\n")
+    start = conv.cseq
+    (a,) = conv.client_sends(b"EHLO a\r\nMA")
+    conv.cseq = start  # resend from the start, with more data
+    conv.client_sends(b"EHLO a\r\nMAIL FROM:<x@y>\r\n")
+    conv.close()
+    s = only_session(conv.write(tmp_path / "x.pcap"))
+    assert [c.text for c in kinds(s, "smtp-command")] == ["EHLO a", "MAIL FROM:<x@y>"]
+    assert not kinds(s, "tcp-overlap")
+
+
+def test_gap_is_reported_and_the_parser_resynchronises(tmp_path: Path) -> None:
+    conv = Conversation()
+    conv.handshake()
+    conv.server_sends(b"220 mx ESMTP\r\n")
+    conv.client_sends(b"EHLO a\r\n")
+    (lost,) = conv.client_sends(b"MAIL FROM:<x@y>\r\n")
+    conv.client_sends(b"RCPT TO:<z@y>\r\n")
+    conv.server_ack()  # the server acknowledges everything, lost bytes included
+    conv.close()
+    pkts = [p for p in conv.packets if p is not lost]
+    s = only_session(conv.write(tmp_path / "x.pcap", pkts))
+    (gap,) = kinds(s, "tcp-gap")
+    assert gap.direction == "C" and gap.fields["length"] == len(b"MAIL FROM:<x@y>\r\n")
+    assert [c.text for c in kinds(s, "smtp-command")] == ["EHLO a", "RCPT TO:<z@y>"]
+
+
+def test_sequence_numbers_wrapping_around(tmp_path: Path) -> None:
+    conv = simple_session(Conversation(cseq=2**32 - 30, sseq=2**32 - 5))
+    s = only_session(conv.write(tmp_path / "x.pcap"))
+    assert dialogue(s) == SIMPLE_DIALOGUE
+    assert not kinds(s, "tcp-gap") and not kinds(s, "tcp-retransmission")
+
+
+def test_missing_syn_still_gives_the_dialogue(tmp_path: Path) -> None:
+    conv = simple_session()
+    s = only_session(conv.write(tmp_path / "x.pcap", conv.packets[3:]))
+    assert not s.syn_seen
+    assert s.client == ("192.0.2.10", 40000)
+    assert dialogue(s) == SIMPLE_DIALOGUE
+
+
+def test_ipv6_session(tmp_path: Path) -> None:
+    conv = simple_session(Conversation(client="2001:db8:1::10", server="2001:db8:2::25"))
+    s = only_session(conv.write(tmp_path / "x.pcap"))
+    assert s.ip_version == 6 and dialogue(s) == SIMPLE_DIALOGUE
+
+
+def test_two_sessions_in_order_of_first_packet(tmp_path: Path) -> None:
+    a = simple_session(Conversation(cport=40001))
+    b = simple_session(Conversation(cport=40002, time=1_700_000_000.005))
+    mixed = sorted(a.packets + b.packets, key=lambda p: p.time)
+    result = analyze(str(a.write(tmp_path / "x.pcap", mixed)))
+    assert [s.client[1] for s in result.sessions] == [40001, 40002]
+    assert [s.id for s in result.sessions] == [1, 2]
+    assert all(dialogue(s) == SIMPLE_DIALOGUE for s in result.sessions)
+
+
+def test_port_465_is_tls_from_the_first_byte(tmp_path: Path) -> None:
+    conv = Conversation(sport=465)
+    conv.handshake()
+    conv.client_sends(b"EHLO plaintext-where-tls-was-expected\r\n")
+    conv.close()
+    s = only_session(conv.write(tmp_path / "x.pcap"))
+    assert s.implicit_tls
+    assert not kinds(s, "smtp-command")
+    assert any(e.kind.startswith("tls-") for e in s.events)
