@@ -43,6 +43,7 @@ What is inferred, and from what (events say so with ``inferred=True``):
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
@@ -339,6 +340,7 @@ class CertInfo:
     sha256: str = ""
     size: int = 0
     error: str | None = None  # set when the DER did not parse; the rest stays empty
+    warnings: list[str] = field(default_factory=list)  # cryptography's complaints (RFC 5280)
 
     def valid_at(self, when: datetime) -> bool | None:
         """True if ``when`` (timezone-aware) lies in the validity window; None if unknown."""
@@ -798,6 +800,14 @@ def _decode_server_hello(body: bytes, direction: str, start: int, end: int) -> S
 def _decode_cert(der: bytes) -> CertInfo:
     """One DER certificate through ``cryptography``; any failure becomes ``error``."""
     info = CertInfo(sha256=hashlib.sha256(der).hexdigest(), size=len(der))
+    with warnings.catch_warnings(record=True) as caught:  # kept, never printed
+        warnings.simplefilter("always")
+        _fill_cert(info, der)
+    info.warnings = sorted({str(w.message)[:200] for w in caught})
+    return info
+
+
+def _fill_cert(info: CertInfo, der: bytes) -> None:
     try:
         from cryptography import x509
         from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
@@ -847,7 +857,6 @@ def _decode_cert(der: bytes) -> CertInfo:
                 info.self_signed = False
     except Exception as exc:  # anything a hostile DER can provoke
         info.error = f"{exc.__class__.__name__}: {exc}"[:200]
-    return info
 
 
 def _decode_certificate(

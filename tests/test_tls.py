@@ -543,3 +543,34 @@ def test_import_is_fast():
     import sys
 
     assert "scapy" not in sys.modules or "scapy.layers.tls" not in sys.modules
+
+
+def test_certificate_warnings_are_kept_not_printed():
+    """A serial of 0 makes cryptography warn; the dissector keeps it on the CertInfo."""
+    import warnings
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([])
+    der = bytearray(
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOT_BEFORE)
+        .not_valid_after(NOT_AFTER)
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    der[der.index(b"\x02\x01\x01") + 2] = 0  # serial 1 -> 0 (breaks the signature too)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        info = tls._decode_cert(bytes(der))
+    assert info.error is None and info.serial == "0"
+    assert any("serial number" in w for w in info.warnings)
+    assert info.self_signed is False  # subject == issuer, but the signature no longer verifies
+    assert (info.key_type, info.curve) == ("EC", "secp256r1")
