@@ -574,3 +574,42 @@ def test_certificate_warnings_are_kept_not_printed():
     assert any("serial number" in w for w in info.warnings)
     assert info.self_signed is False  # subject == issuer, but the signature no longer verifies
     assert (info.key_type, info.curve) == ("EC", "secp256r1")
+
+
+def test_hello_retry_request(cert):
+    """Server insists on secp384r1, the client's key share is x25519: HRR, a second
+    ClientHello after a compat CCS (still plaintext), then a normal 1.3 handshake."""
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(*cert)
+    sctx.set_ecdh_curve("secp384r1")
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.check_hostname = False
+    cctx.verify_mode = ssl.CERT_NONE
+    cin, cout, sin, sout = (ssl.MemoryBIO() for _ in range(4))
+    client = cctx.wrap_bio(cin, cout, server_hostname="mx.example")
+    server = sctx.wrap_bio(sin, sout, server_side=True)
+    chunks = []
+    for _ in range(6):
+        for obj in (client, server):
+            try:
+                obj.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            for d, out, peer in (("C", cout, sin), ("S", sout, cin)):
+                data = out.read()
+                if data:
+                    chunks.append((d, data))
+                    peer.write(data)
+    p, events = feed(chunks, random.Random(3))
+    assert seq(events, "C") == [
+        "tls-client-hello",
+        "tls-ccs",
+        "tls-client-hello",
+        "Finished",
+    ]
+    assert seq(events, "S")[:3] == ["tls-hello-retry-request", "tls-ccs", "tls-server-hello"]
+    hrr = events[1]
+    assert hrr.key_share_group == 24 and hrr.summary().endswith("group secp384r1")
+    hellos = [e for e in events if e.kind == "tls-client-hello"]
+    assert hellos[1].key_share_groups == [24]
+    assert p.progress.handshake_complete and p.progress.handshake_inferred
