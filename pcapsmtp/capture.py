@@ -20,11 +20,14 @@ Why hand-written rather than scapy's RawPcapReader/RawPcapNgReader:
 - precise damage reports: a cut or absurd record stops iteration with a note naming
   the frame ("capture cut short in frame 19: record header says 3,925,868,544 bytes")
   instead of an exception that loses the frames already read.
-- speed, measured on this machine (Python 3.11, 300,000 frames of 74 bytes, file in
-  the page cache, iterating and touching each frame's data):
-      pcap:   open_capture 0.34 s (~880k frames/s), scapy RawPcapReader 1.11 s (~270k/s)
-      pcapng: open_capture 0.41 s (~730k frames/s), scapy RawPcapNgReader 1.84 s (~163k/s)
-  (re-run with ``python tests/craft_bench.py``).
+- speed, measured here with ``python tests/craft_bench.py`` (Python 3.11, 300,000
+  records of 69 bytes, file in the page cache, CPU time, best of 5, two runs on a shared
+  2-CPU machine under load; each frame's data touched):
+      pcap:   open_capture 0.31-0.36 s (840k-970k frames/s),
+              scapy RawPcapReader 0.70-0.73 s (410k-425k frames/s)
+      pcapng: open_capture 0.53-0.74 s (405k-560k frames/s),
+              scapy RawPcapNgReader 1.40-1.67 s (180k-215k frames/s)
+      pcap + packets.Decoder to Segment objects: 1.10-1.14 s (265k-275k frames/s)
 """
 
 from __future__ import annotations
@@ -432,7 +435,8 @@ class CaptureReader:
             self.info.problem = f"{self.info.problem} ({note})" if self.info.problem else note
 
     def __iter__(self) -> Iterator[Frame]:
-        return self
+        # the generator itself: saves a Python-level __next__ call per frame
+        return self._frames
 
     def __next__(self) -> Frame:
         return next(self._frames)

@@ -177,6 +177,8 @@ class Decoder:
         data = frame.data
         lt = frame.linktype
         if lt == 1:
+            if data[12:14] == b"\x08\x00":  # fast path: untagged Ethernet IPv4
+                return self._ipv4(frame, data, 14)
             version, off = _ethernet(data)
         elif lt == 276:
             version, off = _ethertype(data, 20, _U16(data, 0)[0]) if len(data) >= 20 else (-1, 0)
@@ -222,7 +224,7 @@ class Decoder:
         elif total < ihl:
             stats.malformed += 1
             return None
-        end = off + min(total, avail)  # strips Ethernet padding
+        end = off + (total if total < avail else avail)  # strips Ethernet padding
         src = data[off + 12:off + 16]
         dst = data[off + 16:off + 20]
         if frag & 0x3FFF:  # MF set or offset non-zero
@@ -240,7 +242,8 @@ class Decoder:
             return None
         names = self._names
         return self._tcp(frame, data, off + ihl, end, total - ihl,
-                         _addr4(src, names), _addr4(dst, names), 4)
+                         names.get(src) or _addr4(src, names),
+                         names.get(dst) or _addr4(dst, names), 4)
 
     def _ipv6(self, frame: _FrameLike, data: bytes, off: int) -> Segment | None:
         stats = self.stats
