@@ -51,6 +51,7 @@ class Reply:
     malformed: bool = False  # a line that is not "NNN[ -]text", or codes differ between lines
     truncated: int = 0  # bytes not kept (over-long lines, lines beyond MAX_REPLY_LINES)
     partial: bool = False  # cut short: closed before the final line, or TLS bytes took over
+    gap: bool = False  # a capture gap fell inside this reply: lines may be missing or cut
 
 
 @dataclass(slots=True)
@@ -125,6 +126,9 @@ _TLS = "tls"  # no longer SMTP; receive() returns nothing
 # Body scanner states: where the scanner stands relative to a possible "." line.
 _MID, _SOL, _DOT, _DOTCR = 0, 1, 2, 3
 
+# A "." at a line start.  The regex engine's literal search beats bytes.find here:
+# measured 365-500 MB/s against 295-313 MB/s for data.find(b"\n.") on 1448-byte segments.
+_LF_DOT = re.compile(rb"\n\.").search
 _REPLY_LINE = re.compile(rb"(\d{3})(?:([ -])(.*))?\Z", re.DOTALL)
 _ENHANCED = re.compile(r"([245]\.\d{1,3}\.\d{1,3})(?=\s|$)")
 _MECHANISM = re.compile(r"[A-Za-z0-9_-]{1,20}\Z")
@@ -222,7 +226,7 @@ class _Half:
 class _ReplyBuilder:
     """A multi-line reply being assembled (lines ending in ``NNN-``)."""
 
-    __slots__ = ("start", "end", "code", "lines", "shown", "malformed", "truncated")
+    __slots__ = ("start", "end", "code", "lines", "shown", "malformed", "truncated", "gap")
 
     def __init__(self, start: int) -> None:
         self.start = start
@@ -232,6 +236,7 @@ class _ReplyBuilder:
         self.shown: list[str] = []  # each line as displayed, code and separator included
         self.malformed = False
         self.truncated = 0
+        self.gap = False
 
 
 class SmtpParser:
@@ -290,7 +295,11 @@ class SmtpParser:
                 return events
             data, offset = data[skip:], half.next
         half.next = offset + len(data)
-        if half is self._c:
+        if half is self._c and half.mode == _BODY:  # the hot path: most bytes are bodies
+            pos = self._scan_body(data, 0, offset, events)
+            if pos < len(data):
+                self._feed_client(data[pos:], offset + pos, events)
+        elif half is self._c:
             self._feed_client(data, offset, events)
         else:
             self._feed_server(data, offset, events)
@@ -455,6 +464,8 @@ class SmtpParser:
         start, end = half.line_start, half.line_start + half.line_len
         if half is self._c and self._auth:
             events.append(Credentials("C", start, end, half.line_len))
+        elif half is self._s and self._reply is not None:
+            self._reply.truncated += half.line_len  # part of the reply: it stays one event
         else:
             events.append(Unparsed(half.direction, start, end, "gap-resync", _preview(half.line)))
         half.reset_line()
@@ -470,7 +481,11 @@ class SmtpParser:
             else:
                 self._client_line(raw, start, end, bare_lf, truncated, partial, events)
         elif resync and not _REPLY_LINE.match(raw):
-            events.append(Unparsed("S", start, end, "gap-resync", _preview(raw)))
+            if self._reply is not None:  # the tail of a reply line cut by the gap
+                self._reply.truncated += end - start
+                self._reply.end = end
+            else:
+                events.append(Unparsed("S", start, end, "gap-resync", _preview(raw)))
         else:
             self._server_line(raw, start, end, truncated, partial, events)
 
@@ -588,13 +603,13 @@ class SmtpParser:
         state = self._body_state
         while pos < n:
             if state == _MID:
-                i = data.find(b"\n.", pos)
-                if i < 0:
+                m = _LF_DOT(data, pos)
+                if m is None:
                     state = _SOL if data[n - 1] == 0x0A else _MID
                     pos = n
                     break
-                self._dot_at = base + i + 1
-                pos = i + 2
+                pos = m.end()
+                self._dot_at = base + pos - 1
                 state = _DOT
             elif state == _SOL:
                 if data[pos] == 0x2E:
@@ -757,6 +772,7 @@ class SmtpParser:
         reply = Reply(
             "S", b.start, end, b.code, _enhanced(b.lines), b.lines, self._reply_text(b.shown),
             answers, capabilities, malformed=b.malformed, truncated=b.truncated, partial=partial,
+            gap=b.gap,
         )  # fmt: skip
         events.append(reply)
         self._after_reply(answers, b.code, end, events)
@@ -796,6 +812,8 @@ class SmtpParser:
             self._auth = False
 
     def _gap_server(self, offset: int, length: int, events: list) -> None:
+        if self._reply is not None:
+            self._reply.gap = True
         if self._s.mode == _LINES:
             self._gap_lines(self._s, offset, length, events)
 

@@ -52,9 +52,7 @@ def bytewise(data):
 
 def normal(events):
     """Events without TlsStart.pending, the one field that depends on the call boundaries."""
-    return [
-        dataclasses.replace(e, pending=b"") if isinstance(e, TlsStart) else e for e in events
-    ]
+    return [dataclasses.replace(e, pending=b"") if isinstance(e, TlsStart) else e for e in events]
 
 
 def of(events, cls):
@@ -601,17 +599,17 @@ def test_any_split_gives_identical_events(cuts):
     assert normal(split) == normal(whole)
 
 
+TOKENS = [
+    b"DATA\r\n", b"354 go\r\n", b"STARTTLS\r\n", b"220 ok\r\n", b"AUTH LOGIN\r\n", b"334 x\r\n",
+    b".\r\n", b"\r\n", b"\n", b"BDAT 3\r\n", b"BDAT 2 LAST\r\n", b"250-a\r\n", b"250 b\r\n",
+    b"\x16\x03\x01\x00\x02", b"..", b"\r", b"4.7.0 x\r\n", b"\x00", b"\xff", b"*\r\n",
+]  # fmt: skip
 step = st.one_of(
     st.tuples(st.sampled_from("CS"), st.binary(max_size=60)),
     st.tuples(
         st.sampled_from("CS"),
         st.lists(
-            st.sampled_from([
-                b"DATA\r\n", b"354 go\r\n", b"STARTTLS\r\n", b"220 ok\r\n", b"AUTH LOGIN\r\n",
-                b"334 x\r\n", b".\r\n", b"\r\n", b"\n", b"BDAT 3\r\n", b"BDAT 2 LAST\r\n",
-                b"250-a\r\n", b"250 b\r\n", b"\x16\x03\x01\x00\x02", b"..", b"\r",
-                b"4.7.0 x\r\n", b"\x00", b"\xff",
-            ]),
+            st.sampled_from(TOKENS),
             max_size=8,
         ).map(b"".join),
     ),  # fmt: skip
@@ -680,3 +678,16 @@ def test_body_scanning_speed():
     mb_s = offset / elapsed / 1e6
     print(f"\nbody scan: {offset / 1e6:.0f} MB in {elapsed:.2f} s = {mb_s:.0f} MB/s")
     assert mb_s > 50
+
+
+def test_gap_inside_multiline_reply_keeps_one_reply():
+    ev = feed([
+        ("C", b"EHLO c\r\n"),
+        ("S", b"250-mx\r\n250-PIPE"),
+        ("gap", "S", 8),
+        ("S", b"NING\r\n250 8BITMIME\r\n"),
+    ])  # fmt: skip
+    (r,) = of(ev, Reply)
+    assert (r.start, r.end, r.gap, r.answers) == (0, 42, True, "EHLO")
+    assert r.truncated == 8 + 6  # "250-PIPE" before the gap, "NING\r\n" after it
+    assert r.capabilities == ["8BITMIME"]
