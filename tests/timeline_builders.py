@@ -11,8 +11,11 @@ The field names follow ``pcapsmtp/timeline.py`` and ``dissectors/tls.py``.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
+from dissectors.tls import CertInfo, Progress
+from pcapsmtp.jsonable import plain
 from pcapsmtp.reassembly import ConnectionStats
 from pcapsmtp.timeline import Event, Session
 
@@ -35,6 +38,7 @@ class SessionBuilder:
         self.pending: list[str] = []  # verbs awaiting a reply
         self.stats = ConnectionStats()
         self.syn_seen = False
+        self.progress = Progress()
 
     # -- plumbing ------------------------------------------------------------------------
     def wait(self, seconds: float) -> SessionBuilder:
@@ -132,7 +136,7 @@ class SessionBuilder:
     def body(self, size: int = 1200, complete: bool = True, chunk: bool = False,
              last: bool = False) -> SessionBuilder:
         if complete and not chunk:
-            self.pending.insert(0, "DATA")  # the final reply answers DATA once more
+            self.pending.append("BODY")  # as dissectors/smtp.py pairs the final reply
         return self.add("C", "smtp-body", f"[message body {size} bytes]", size=size,
                         complete=complete, chunk=chunk, last=last)
 
@@ -154,64 +158,105 @@ class SessionBuilder:
             self.tls = True
         return self
 
-    # -- TLS (fields as dissectors/tls.py names them) --------------------------------------
-    def client_hello(self, versions: tuple[str, ...] = ("TLS 1.3", "TLS 1.2"),
-                     suites: tuple[str, ...] = ("TLS_AES_128_GCM_SHA256",
-                                                "ECDHE-RSA-AES128-GCM-SHA256"),
-                     sni: str | None = "mx.example", plaintext_port: bool = False,
-                     **extra: Any) -> SessionBuilder:
+    # -- TLS (fields as dissectors/tls.py names them; progress kept like its Progress) -----
+    def client_hello(self, versions: tuple[int, ...] = (0x0304, 0x0303),
+                     suites: tuple[int, ...] = (0x1301, 0x1302, 0xC02F, 0xC030),
+                     sni: str | None = "mx.example", legacy_version: int = 0x0303,
+                     same_frame: bool = False) -> SessionBuilder:
         self.tls = True
-        return self.add("C", "tls-client-hello", f"TLS ClientHello {','.join(versions)}",
-                        version=versions[-1], versions=list(versions), suites=list(suites),
-                        sni=sni, **extra)
+        self.progress.client.stage = "client-hello"
+        return self.add("C", "tls-client-hello", "TLS ClientHello", same_frame=same_frame,
+                        legacy_version=legacy_version, versions=list(versions),
+                        cipher_suites=list(suites), compression=[0], extensions=[], sni=sni,
+                        record_version=0x0301)
 
-    def server_hello(self, version: str = "TLS 1.2",
-                     suite: str = "ECDHE-RSA-AES128-GCM-SHA256", **extra: Any) -> SessionBuilder:
-        return self.add("S", "tls-server-hello", f"TLS ServerHello {version} {suite}",
-                        version=version, suite=suite, **extra)
+    def server_hello(self, version: int = 0x0303, suite: int = 0xC02F) -> SessionBuilder:
+        self.progress.version = version
+        self.progress.cipher_suite = suite
+        self.progress.server.stage = "server-hello"
+        return self.add("S", "tls-server-hello", "TLS ServerHello", legacy_version=0x0303,
+                        version=version, cipher_suite=suite, compression=0, extensions=[])
 
     def certificate(self, subject: str = "CN=mx.example", issuer: str = "CN=Example CA",
                     not_before: float | None = None, not_after: float | None = None,
-                    same_frame: bool = True) -> SessionBuilder:
+                    self_signed: bool = False, same_frame: bool = True) -> SessionBuilder:
         nb = self.start - 86400 * 30 if not_before is None else not_before
         na = self.start + 86400 * 60 if not_after is None else not_after
+        cert = CertInfo(subject=subject, issuer=issuer,
+                        common_name=subject.removeprefix("CN="),
+                        not_before=datetime.fromtimestamp(nb, timezone.utc),
+                        not_after=datetime.fromtimestamp(na, timezone.utc),
+                        self_signed=self_signed)
+        self.progress.server.stage = "certificate"
         return self.add("S", "tls-certificate", f"TLS Certificate {subject}",
-                        same_frame=same_frame, subject=subject, issuer=issuer,
-                        not_before=nb, not_after=na)
+                        same_frame=same_frame, certificates=[plain(cert)], count=1)
 
     def hs(self, direction: str, name: str, same_frame: bool = True) -> SessionBuilder:
+        types = {"ServerHelloDone": 14, "ClientKeyExchange": 16, "ServerKeyExchange": 12,
+                 "CertificateRequest": 13, "NewSessionTicket": 4}
+        stage = {"ServerHelloDone": "server-hello-done",
+                 "ClientKeyExchange": "client-key-exchange"}.get(name, name.lower())
+        self.progress[direction].stage = stage
         return self.add(direction, "tls-handshake", f"TLS {name}", same_frame=same_frame,
-                        type=name)
+                        msg_type=types.get(name, 0), name=name, length=40)
 
     def ccs(self, direction: str, same_frame: bool = True) -> SessionBuilder:
-        return self.add(direction, "tls-ccs", "TLS ChangeCipherSpec", same_frame=same_frame)
+        compat = self.progress.version == 0x0304
+        self.progress[direction].ccs = True
+        return self.add(direction, "tls-ccs", "TLS ChangeCipherSpec", same_frame=same_frame,
+                        middlebox_compat=compat)
 
     def finished(self, direction: str, same_frame: bool = True,
                  inferred: bool = False) -> SessionBuilder:
-        return self.add(direction, "tls-encrypted-handshake", "TLS encrypted handshake",
-                        same_frame=same_frame, inferred=inferred)
+        p = self.progress
+        what = "Finished"
+        if inferred and direction == "S":
+            what = "EncryptedExtensions..Finished"
+            p.server.stage = "encrypted-handshake"
+        else:
+            p[direction].finished = True
+            p[direction].stage = "finished"
+            if inferred:
+                p.server.finished = True
+                p.handshake_inferred = True
+        if p.client.finished and p.server.finished:
+            p.handshake_complete = True
+        return self.add(direction, "tls-encrypted-handshake", f"TLS encrypted handshake {what}",
+                        same_frame=same_frame, length=40, what=what, inferred=inferred)
 
-    def app_data(self, direction: str, records: int = 1) -> SessionBuilder:
+    def app_data(self, direction: str, records: int = 1, length: int = 64) -> SessionBuilder:
         for _ in range(records):
-            self.add(direction, "tls-app-data", "TLS application data", length=64)
+            peer = self.progress[other_dir(direction)].app_records
+            self.progress[direction].app_records += 1
+            self.progress[direction].app_bytes += length
+            self.progress[direction].stage = "app-data"
+            self.add(direction, "tls-app-data", f"TLS application data {length} bytes",
+                     length=length, inferred=self.progress.version == 0x0304,
+                     peer_app_records=peer)
         return self
 
-    def alert(self, direction: str, description: str | None = "handshake_failure",
-              level: str | None = "fatal", encrypted: bool = False) -> SessionBuilder:
+    def alert(self, direction: str, description: int | None = 40, level: int | None = 2,
+              encrypted: bool = False, same_frame: bool = False) -> SessionBuilder:
+        self.progress[direction].alert = "encrypted" if encrypted else str(description)
         return self.add(direction, "tls-alert", f"TLS Alert {level} {description}",
-                        level=level, description=description, encrypted=encrypted)
+                        same_frame=same_frame, level=level, description=description,
+                        encrypted=encrypted, inferred=False, length=2)
+
+    def not_tls(self, direction: str, preview: str = "EHLO client.example\\r\\n") -> SessionBuilder:
+        self.progress[direction].stopped = "not-tls"
+        return self.add(direction, "tls-not-tls", f"not TLS: {preview}", preview=preview)
 
     def tls12_handshake(self) -> SessionBuilder:
         """ClientHello .. both Finished, TLS 1.2 (each flight one frame)."""
-        return (self.client_hello(versions=("TLS 1.2",)).server_hello("TLS 1.2")
+        return (self.client_hello(versions=()).server_hello(0x0303)
                 .certificate().hs("S", "ServerHelloDone")
                 .hs("C", "ClientKeyExchange", same_frame=False).ccs("C").finished("C")
                 .ccs("S", same_frame=False).finished("S"))
 
     def tls13_handshake(self) -> SessionBuilder:
         """ClientHello, ServerHello + encrypted flight, client CCS + Finished (inferred)."""
-        return (self.client_hello().server_hello("TLS 1.3", "TLS_AES_128_GCM_SHA256")
-                .ccs("S").finished("S", inferred=True)
+        return (self.client_hello().server_hello(0x0304, 0x1301)
+                .ccs("S", same_frame=True).finished("S", inferred=True)
                 .ccs("C", same_frame=False).finished("C", inferred=True))
 
     # -- result --------------------------------------------------------------------------
@@ -231,7 +276,12 @@ class SessionBuilder:
             last_frame=self.events[-1].frame if self.events else 1,
             packets=self.frame, syn_seen=self.syn_seen, implicit_tls=self.implicit_tls,
             events=list(self.events), stats=self.stats, open_at_end=open_at_end,
+            tls=self.progress if any(e.kind.startswith("tls-") for e in self.events) else None,
         )
+
+
+def other_dir(direction: str) -> str:
+    return "S" if direction == "C" else "C"
 
 
 KNOWN = {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "VRFY", "EXPN", "HELP",

@@ -13,7 +13,7 @@ from pcapsmtp.rules import Evidence
 from pcapsmtp.timeline import Event, Session
 
 #: Names a dissector may give the command a final message reply answers.
-END_OF_DATA = {".", "END-OF-DATA", "END-OF-MESSAGE", "EOD", "DATA-END", "<CRLF>.<CRLF>"}
+END_OF_DATA = {"BODY", ".", "END-OF-DATA", "END-OF-MESSAGE", "EOD", "DATA-END", "<CRLF>.<CRLF>"}
 #: Replies to these do not end a transaction, whatever their code.
 HOUSEKEEPING = {"QUIT", "RSET", "NOOP", "HELP", "VRFY", "EXPN"}
 #: A silence at least this long before the waiting side closes is a timeout, not a hang-up.
@@ -203,3 +203,32 @@ def fmt_s(seconds: float) -> str:
 def session_has_mid_gap(session: Session, direction: str, t0: float, t1: float) -> bool:
     """A capture gap in ``direction`` revealed between t0 and t1 (silence may be missing bytes)."""
     return any(t0 <= g.time <= t1 for g in gaps(session, direction))
+
+
+def close_phrase(session: Session) -> str:
+    """'The client closed (FIN, frame 14, +0.500 s).' or '' when the capture ended first."""
+    c = first_close(session)
+    if c is None:
+        return "The capture ended with the connection still open." if session.open_at_end else ""
+    kind = "FIN" if c.kind == "tcp-fin" else "RST"
+    return f"The {who(c.direction)} closed ({kind}, {where(session, c)})."
+
+
+def orderly_close(session: Session) -> bool:
+    """The dialogue ended the way SMTP means it to: QUIT, or the client hanging up first.
+
+    A RST after the 221 is still orderly (many clients reset after QUIT).  A
+    close started by the server without QUIT is not: that is a timeout or a
+    drop, which other rules name.
+    """
+    if session.open_at_end:
+        return False
+    if quit_answered(session):
+        return True
+    c = first_close(session)
+    if c is None:
+        return False
+    quit_sent = any(verb(e) == "QUIT" for e in commands(session))
+    if quit_sent and c.kind == "tcp-fin":
+        return True
+    return c.kind == "tcp-fin" and c.direction == "C"

@@ -15,6 +15,7 @@ from pcapsmtp.rules._common import (
     TIMEOUT_MIN_SECONDS,
     accepted_messages,
     answers,
+    close_phrase,
     commands,
     data_events,
     ev,
@@ -22,6 +23,7 @@ from pcapsmtp.rules._common import (
     fmt_s,
     gaps,
     greeting,
+    orderly_close,
     other,
     quit_answered,
     replies,
@@ -37,35 +39,6 @@ from pcapsmtp.rules._common import (
 from pcapsmtp.timeline import Event, Session
 
 _TIMEOUT_TEXT = re.compile(r"time[d]?[ -]?out", re.I)
-
-
-def close_phrase(session: Session) -> str:
-    """'The client closed (FIN, frame 14, +0.500 s).' or '' when the capture ended first."""
-    c = first_close(session)
-    if c is None:
-        return "The capture ended with the connection still open." if session.open_at_end else ""
-    kind = "FIN" if c.kind == "tcp-fin" else "RST"
-    return f"The {who(c.direction)} closed ({kind}, {where(session, c)})."
-
-
-def orderly_close(session: Session) -> bool:
-    """The dialogue ended the way SMTP means it to: QUIT, or the client hanging up first.
-
-    A RST after the 221 is still orderly (many clients reset after QUIT).  A
-    close started by the server without QUIT is not: that is a timeout or a
-    drop, which other rules name.
-    """
-    if session.open_at_end:
-        return False
-    if quit_answered(session):
-        return True
-    c = first_close(session)
-    if c is None:
-        return False
-    quit_sent = any(verb(e) == "QUIT" for e in commands(session))
-    if quit_sent and c.kind == "tcp-fin":
-        return True
-    return c.kind == "tcp-fin" and c.direction == "C"
 
 
 def command_for(session: Session, reply: Event) -> Event | None:

@@ -1,0 +1,392 @@
+"""TLS outcomes: alerts and closes during the handshake, silence after it, encrypted success.
+
+What the TLS dissector infers (TLS 1.3 Finished from the record pattern) is
+said to be inferred in the summaries: a reader must know which facts are seen
+and which are read from sizes and order.
+"""
+
+from __future__ import annotations
+
+from dissectors.tls import alert_name, suite_name, version_name
+from pcapsmtp.rules import Finding, rule
+from pcapsmtp.rules._common import (
+    closes,
+    ev,
+    f,
+    fmt_s,
+    gaps,
+    rel,
+    where,
+    who,
+)
+from pcapsmtp.timeline import Event, Session
+
+#: Alert descriptions and what they usually mean for a mail admin.
+ALERT_HINTS = {
+    "handshake_failure": "no protocol version or cipher suite in common",
+    "insufficient_security": "the peer demands stronger ciphers than offered",
+    "protocol_version": "no TLS version in common",
+    "unknown_ca": "the certificate's issuer is not trusted by the sender of the alert",
+    "bad_certificate": "the sender of the alert rejected the certificate",
+    "certificate_expired": "the sender of the alert found the certificate expired",
+    "certificate_unknown": "the sender of the alert could not validate the certificate",
+    "unrecognized_name": "the server has no certificate for the name asked (SNI)",
+    "decrypt_error": "a signature or Finished check failed",
+    "illegal_parameter": "a handshake field was out of range",
+    "internal_error": "the sender of the alert hit an internal error (often a library bug)",
+}
+
+OLD_SUITE_MARKERS = ("RC4", "3DES", "DES_CBC", "EXPORT", "NULL", "MD5")
+
+
+def hello(session: Session) -> Event | None:
+    return next(iter(session.of_kind("tls-client-hello")), None)
+
+
+def negotiated_version(session: Session) -> int | None:
+    if session.tls is not None and getattr(session.tls, "version", None):
+        return session.tls.version
+    sh = next(iter(session.of_kind("tls-server-hello")), None)
+    return f(sh, "version") if sh else None
+
+
+def version_text(session: Session) -> str:
+    v = negotiated_version(session)
+    return version_name(v).replace("TLS1", "TLS 1") if v else "TLS"
+
+
+def offered(session: Session) -> str:
+    """'TLS1.2 only, 12 suites, e.g. ...': the ClientHello in one clause."""
+    h = hello(session)
+    if h is None:
+        return ""
+    versions = [v for v in f(h, "versions", default=[]) if (v & 0x0F0F) != 0x0A0A]
+    vmax = max(versions) if versions else f(h, "legacy_version", default=0)
+    suites = [s for s in f(h, "cipher_suites", default=[]) if (s & 0x0F0F) != 0x0A0A]
+    names = [suite_name(s) for s in suites]
+    old = [n for n in names if any(m in n for m in OLD_SUITE_MARKERS)]
+    txt = f"up to {version_name(vmax)}, {len(suites)} cipher suites"
+    if suites and len(old) == len([n for n in names if "SCSV" not in n]):
+        txt += f", all of them legacy (e.g. {', '.join(old[:3])})"
+    return txt
+
+
+def handshake_complete(session: Session) -> bool:
+    if session.tls is not None:
+        return bool(getattr(session.tls, "handshake_complete", False))
+    fins = {e.direction for e in session.of_kind("tls-encrypted-handshake")
+            if "Finished" in str(f(e, "what", default=""))
+            and not str(f(e, "what", default="")).startswith("EncryptedExtensions")}
+    return fins == {"C", "S"}
+
+
+def completion_event(session: Session) -> Event | None:
+    """The Finished that completed the handshake (the later side's), if it completed."""
+    if not handshake_complete(session):
+        return None
+    done: dict[str, Event] = {}
+    for e in session.of_kind("tls-encrypted-handshake"):
+        what = str(f(e, "what", default=""))
+        if what == "Finished" and e.direction not in done:
+            done[e.direction] = e
+    if not done:
+        return None
+    return max(done.values(), key=lambda e: (e.time, e.frame))
+
+
+def tls_began(session: Session) -> Event | None:
+    for e in session.events:
+        if e.kind == "smtp-tls-start" or e.kind.startswith("tls-"):
+            return e
+    return None
+
+
+def _close_text(session: Session, after: Event) -> tuple[str, Event | None]:
+    later = [c for c in closes(session) if (c.time, c.frame) >= (after.time, after.frame)]
+    if not later:
+        return ("the capture ended with the connection open", None)
+    c = later[0]
+    kind = "FIN" if c.kind == "tcp-fin" else "RST"
+    return (f"the {who(c.direction)} closed {fmt_s(c.time - after.time)} later "
+            f"({kind}, {where(session, c)})", c)
+
+
+@rule
+def handshake_alert(session: Session) -> Finding | None:
+    """``tls-handshake-alert``: an alert ended the handshake; name its sender and description.
+
+    Only alerts before the handshake completed: afterwards an (encrypted)
+    alert is normally close_notify, part of an orderly end.
+    """
+    if handshake_complete(session):
+        done = completion_event(session)
+        alerts = [a for a in session.of_kind("tls-alert")
+                  if done is None or (a.time, a.frame) < (done.time, done.frame)]
+    else:
+        alerts = session.of_kind("tls-alert")
+    if not alerts:
+        return None
+    a = alerts[0]
+    desc = f(a, "description")
+    name = alert_name(desc) if isinstance(desc, int) else None
+    level = {1: "warning", 2: "fatal"}.get(f(a, "level"), "")
+    if name:
+        what = f"{level} alert {name} ({desc})".strip()
+    else:
+        what = "an encrypted alert (its description is not visible)"
+    hint = ALERT_HINTS.get(name or "", "")
+    h = hello(session)
+    evidence = []
+    if h is not None:
+        evidence.append(ev(h, f"ClientHello: {offered(session)}"))
+    evidence.append(ev(a, f"{who(a.direction)} alert: {name or 'encrypted'}"))
+    closing, c = _close_text(session, a)
+    if c is not None:
+        evidence.append(ev(c))
+    prev = [e for e in session.events if e.kind.startswith("tls-") and e is not a
+            and (e.time, e.frame) <= (a.time, a.frame) and e.direction != a.direction]
+    answering = f" in answer to the {who(prev[-1].direction)}'s {prev[-1].text.split('  ')[0]} " \
+        f"({where(session, prev[-1])})" if prev else ""
+    ch = f" The ClientHello offered {offered(session)}." if h is not None else ""
+    return Finding(
+        code="tls-handshake-alert",
+        summary=f"The {who(a.direction)} sent a TLS {what} during the handshake "
+        f"({where(session, a)}){answering}{': ' + hint if hint else ''}; {closing}.{ch}",
+        evidence=evidence,
+        cannot_prove="which exact setting caused it: the alert names the category, the "
+        f"{who(a.direction)}'s TLS log names the reason",
+        next_step=f"check the {who(a.direction)}'s log for the TLS error at this time; compare "
+        "the offered versions/suites with the other side's TLS policy "
+        "(`openssl s_client -starttls smtp -connect host:25`)",
+        verdict=True,
+        severity="error",
+    )
+
+
+def _stage(session: Session) -> tuple[str, Event | None]:
+    """Where the handshake stood: the last handshake step and who owed the next one."""
+    hs = [e for e in session.events if e.kind in (
+        "tls-client-hello", "tls-server-hello", "tls-hello-retry-request", "tls-certificate",
+        "tls-handshake", "tls-ccs", "tls-encrypted-handshake")]
+    if not hs:
+        return ("before any TLS handshake message", None)
+    last = hs[-1]
+    kinds = {e.kind for e in hs}
+    if "tls-server-hello" not in kinds and "tls-hello-retry-request" not in kinds:
+        return ("during ClientHello: the server never answered the client's ClientHello", last)
+    server_done = any(f(e, "name") == "ServerHelloDone" for e in hs)
+    client_moved = any(e.direction == "C" and e.kind != "tls-client-hello" for e in hs)
+    v = negotiated_version(session)
+    if v == 0x0304:
+        if not client_moved or all(e.kind == "tls-ccs" for e in hs
+                                   if e.direction == "C" and e.kind != "tls-client-hello"):
+            return ("after the server's TLS 1.3 flight (ServerHello..Finished, encrypted): the "
+                    "client never sent its Finished (often: it rejected the certificate)", last)
+        return ("after the client's Finished (inferred): the server did not continue", last)
+    if not client_moved:
+        stage = "ServerHelloDone" if server_done else "ServerHello/Certificate"
+        return (f"after the server's {stage}: the client never sent its key exchange "
+                "(often: it rejected the certificate or the parameters)", last)
+    server_fin = any(e.kind == "tls-encrypted-handshake" and e.direction == "S" for e in hs)
+    if not server_fin:
+        return ("after the client's key exchange and Finished: the server never sent its "
+                "ChangeCipherSpec/Finished", last)
+    return (f"at {last.text}", last)
+
+
+@rule
+def closed_during_handshake(session: Session) -> Finding | None:
+    """``tls-closed-during-handshake``: FIN/RST with no alert, at a named handshake stage.
+
+    Also covers the two ways TLS and plaintext miss each other: a client that
+    sends a ClientHello on a plaintext port without STARTTLS (it expects
+    implicit TLS, port 465), and a server that answers a ClientHello with
+    plaintext (the client's TLS has nobody to talk to).
+    """
+    raw_tls = [e for e in session.of_kind("smtp-unparsed")
+               if e.direction == "C" and f(e, "reason") == "tls-record"]
+    if raw_tls and not session.of_kind("tls-client-hello"):
+        u = raw_tls[0]
+        closing, c = _close_text(session, u)
+        evidence = [ev(u, "client bytes are a TLS record, in plaintext SMTP")]
+        if c is not None:
+            evidence.append(ev(c))
+        return Finding(
+            code="tls-closed-during-handshake",
+            summary=f"The client sent a TLS record (a ClientHello) on a plaintext SMTP "
+            f"connection without STARTTLS ({where(session, u)}): it expects implicit TLS "
+            f"(as on port 465), the server speaks plaintext SMTP; {closing}.",
+            evidence=evidence,
+            cannot_prove="which side is misconfigured: the port, or the client's TLS mode",
+            next_step="configure the client for STARTTLS on this port, or use port 465 "
+            "(smtps/submissions) with implicit TLS",
+            verdict=c is not None,
+            severity="error",
+        )
+    if tls_began(session) is None or handshake_complete(session):
+        return None
+    if session.of_kind("tls-alert"):
+        return None  # handshake_alert speaks
+    if not session.of_kind("tls-client-hello"):
+        return None  # no ClientHello after STARTTLS: starttls.py speaks
+    not_tls = [e for e in session.of_kind("tls-not-tls")]
+    stage, last = _stage(session)
+    anchor = last or tls_began(session)
+    assert anchor is not None
+    evidence = [ev(hello(session) or anchor, f"ClientHello: {offered(session)}")]
+    if last is not None and last is not hello(session):
+        evidence.append(ev(last, f"last handshake step: {last.text}"))
+    extra = ""
+    if not_tls:
+        n = not_tls[0]
+        evidence.append(ev(n, f"{who(n.direction)} sent non-TLS bytes"))
+        extra = (f" The {who(n.direction)} then sent bytes that are not TLS "
+                 f"({where(session, n)}): {f(n, 'preview', default='')!r}.")
+        anchor = n
+    closing, c = _close_text(session, anchor)
+    if c is not None:
+        evidence.append(ev(c))
+    elif not not_tls:
+        return None  # capture ended mid-handshake: capture-incomplete speaks
+    return Finding(
+        code="tls-closed-during-handshake",
+        summary=f"The TLS handshake stopped {stage} ({where(session, anchor)}); no alert was "
+        f"sent; {closing}.{extra}",
+        evidence=evidence,
+        cannot_prove="why the closing side gave up: without an alert only its TLS log says "
+        "(a cipher/version mismatch, certificate check, or a middlebox cutting TLS)",
+        next_step="check the TLS error in the closing side's log at this time; test the "
+        "handshake with `openssl s_client -starttls smtp -connect host:25` from the client",
+        verdict=c is not None,
+        severity="error",
+    )
+
+
+def _records_after(session: Session, direction: str, t: tuple[float, int]) -> list[Event]:
+    return [e for e in session.of_kind("tls-app-data")
+            if e.direction == direction and (e.time, e.frame) > t]
+
+
+@rule
+def silent_after_handshake(session: Session) -> Finding | None:
+    """``tls-client-silent-after-handshake`` / ``tls-server-silent-after-handshake``.
+
+    After STARTTLS the client speaks first (EHLO); on implicit TLS the server
+    does (its banner).  The side that owed the first record and sent none is
+    silent; if it did, and the other never answered after it, that side is.
+    (A TLS 1.3 server's NewSessionTickets travel as application data before
+    the client's first record; only records after it count as an answer.)
+    """
+    done = completion_event(session)
+    if done is None:
+        return None
+    first_speaker = "S" if session.implicit_tls else "C"
+    t_done = (done.time, done.frame)
+    owed = _records_after(session, first_speaker, t_done)
+    if owed:
+        first = owed[0]
+        answer_side = "S" if first_speaker == "C" else "C"
+        answered = _records_after(session, answer_side, (first.time, first.frame))
+        if answered:
+            return None
+        silent, anchor = answer_side, first
+    else:
+        silent, anchor = first_speaker, done
+    if session.open_at_end or not closes(session):
+        return None
+    if gaps(session, silent):
+        return None  # the silent side's bytes may be in what the capture lacks
+    code = ("tls-client-silent-after-handshake" if silent == "C"
+            else "tls-server-silent-after-handshake")
+    closing, c = _close_text(session, anchor)
+    speaker = who(other_of(silent))
+    inferred = bool(f(done, "inferred", default=False))
+    fin_txt = (f"{version_text(session)} handshake completed ("
+               f"{who(done.direction)} Finished{', inferred' if inferred else ''}, "
+               f"{where(session, done)})")
+    evidence = [ev(done, f"handshake complete: {who(done.direction)} Finished"
+                         f"{' (inferred from record order)' if inferred else ''}")]
+    if anchor is done:
+        body = f"the {who(silent)} sent no TLS record afterwards"
+    else:
+        body = (f"the {speaker} sent its first record ({where(session, anchor)}) and the "
+                f"{who(silent)} never answered it")
+        evidence.append(ev(anchor, f"{speaker}'s first application record"))
+    other_records = [e for e in _records_after(session, other_of(silent), (anchor.time,
+                                                                           anchor.frame))
+                     if e is not anchor]
+    if other_records and anchor is done:
+        r = other_records[0]
+        body += (f"; the {who(r.direction)} sent {len(other_records)} encrypted record(s) "
+                 f"{fmt_s(r.time - done.time)} later ({where(session, r)}) -- an Exchange "
+                 "server writes `451 4.7.0 Timeout waiting for client input` here")
+        evidence.append(ev(r))
+    if c is not None:
+        evidence.append(ev(c))
+    closing = closing[0].upper() + closing[1:]
+    return Finding(
+        code=code,
+        summary=f"{fin_txt}; {body}. {closing}.",
+        evidence=evidence,
+        cannot_prove=f"whether the {who(silent)} sent the record and it was lost on the way "
+        f"(a middlebox, an MTU problem) or never sent it",
+        next_step=f"capture on the {who(silent)} side too, and compare with `pcapsmtp compare`; "
+        f"check the {who(silent)}'s log for a TLS or timeout error at "
+        f"+{rel(session, done.time):.1f} s",
+        verdict=True,
+        severity="error",
+    )
+
+
+def other_of(direction: str) -> str:
+    return "S" if direction == "C" else "C"
+
+
+@rule
+def encrypted_ok(session: Session) -> Finding | None:
+    """``ok`` for an encrypted dialogue -- honestly labelled as unverifiable.
+
+    Decision: when the handshake completed, both sides exchanged application
+    data (the server answered the client's records), no alert came during the
+    handshake and the connection closed with a FIN or after close_notify, the
+    verdict is ``ok``: nothing on the wire says it failed.  The summary says
+    plainly that the SMTP dialogue was encrypted, so the capture cannot show
+    whether a message was accepted (``ok-no-mail`` would claim what we cannot
+    see either way).  ``cannot_prove`` repeats it for scripts.
+    """
+    done = completion_event(session)
+    if done is None or session.open_at_end:
+        return None
+    t_done = (done.time, done.frame)
+    c_recs = _records_after(session, "C", t_done)
+    s_recs = _records_after(session, "S", t_done)
+    if not c_recs or not s_recs:
+        return None
+    first_speaker = "S" if session.implicit_tls else "C"
+    first = (c_recs if first_speaker == "C" else s_recs)[0]
+    if not _records_after(session, other_of(first_speaker), (first.time, first.frame)):
+        return None
+    cl = closes(session)
+    notify = [a for a in session.of_kind("tls-alert") if (a.time, a.frame) > t_done]
+    if not cl or (cl[0].kind == "tcp-rst" and not notify):
+        return None
+    c = cl[0]
+    c_bytes = sum(int(f(e, "length", default=0)) for e in c_recs)
+    s_bytes = sum(int(f(e, "length", default=0)) for e in s_recs)
+    return Finding(
+        code="ok",
+        summary=f"{version_text(session)} handshake completed ({where(session, done)}) and the "
+        f"dialogue continued encrypted: client {len(c_recs)} records ({c_bytes} bytes), "
+        f"server {len(s_recs)} records ({s_bytes} bytes); the {who(c.direction)} closed "
+        f"({'FIN' if c.kind == 'tcp-fin' else 'RST'}, {where(session, c)}). The SMTP "
+        "dialogue was encrypted: this capture cannot show whether a message was accepted.",
+        evidence=[ev(done, "handshake complete"), ev(c_recs[0], "client's first record"),
+                  ev(s_recs[-1], "server's last record"), ev(c)],
+        cannot_prove="whether any message was accepted or refused inside TLS",
+        next_step="match the time with the server's mail log (queue ID), or decrypt with "
+        "a key log (SSLKEYLOGFILE) in Wireshark",
+        verdict=True,
+        severity="info",
+    )
+
+

@@ -1,0 +1,164 @@
+"""TLS and STARTTLS verdicts, from synthetic timelines."""
+
+from __future__ import annotations
+
+from pcapsmtp.rules import diagnose
+from pcapsmtp.timeline import Session
+from tests.timeline_builders import SessionBuilder
+
+
+def verdict(s: Session) -> str:
+    diagnose(s, strict=True)
+    return s.verdict.code
+
+
+def frames(s: Session) -> list[int | None]:
+    return [e.frame for e in s.verdict.evidence]
+
+
+def upto_starttls() -> SessionBuilder:
+    return SessionBuilder().handshake().banner().ehlo().starttls()
+
+
+def test_exchange_client_silent_after_tls12_handshake() -> None:
+    b = upto_starttls().tls12_handshake()
+    fin_frame = b.last.frame
+    s = b.wait(60).app_data("S").fin("S").build()
+    assert verdict(s) == "tls-client-silent-after-handshake"
+    summary = s.verdict.summary
+    assert summary.startswith("TLS 1.2 handshake completed (server Finished, frame "
+                              f"{fin_frame},")
+    assert "the client sent no TLS record afterwards" in summary
+    assert "The server closed 60.0 s later" in summary
+    assert "451 4.7.0" in summary
+    assert fin_frame in frames(s)
+    assert "client side" in s.verdict.next_step
+
+
+def test_client_that_sent_app_data_is_not_silent() -> None:
+    s = (upto_starttls().tls12_handshake().app_data("C").app_data("S").app_data("C")
+         .app_data("S").fin("S").fin("C").build())
+    assert verdict(s) == "ok"
+    assert "encrypted" in s.verdict.summary
+    assert "cannot show whether a message was accepted" in s.verdict.summary
+    assert "whether any message" in s.verdict.cannot_prove
+
+
+def test_server_silent_after_client_record() -> None:
+    b = upto_starttls().tls12_handshake().app_data("C")
+    first = b.last.frame
+    s = b.wait(300).fin("C").build()
+    assert verdict(s) == "tls-server-silent-after-handshake"
+    assert first in frames(s)
+    assert "never answered" in s.verdict.summary
+
+
+def test_tls13_inferred_finished_is_said_so() -> None:
+    s = upto_starttls().tls13_handshake().wait(30).fin("S").build()
+    assert verdict(s) == "tls-client-silent-after-handshake"
+    assert "TLS 1.3 handshake completed" in s.verdict.summary
+    assert "inferred" in s.verdict.summary
+
+
+def test_implicit_tls_server_owes_the_banner() -> None:
+    b = SessionBuilder(server=("198.51.100.26", 465), implicit_tls=True).handshake()
+    s = b.tls12_handshake().wait(30).fin("C").build()
+    assert verdict(s) == "tls-server-silent-after-handshake"
+
+
+def test_silent_but_capture_ended_is_incomplete() -> None:
+    s = upto_starttls().tls12_handshake().wait(5).build()
+    assert s.open_at_end
+    assert verdict(s) == "capture-incomplete"
+
+
+def test_handshake_alert_names_sender_and_description() -> None:
+    b = upto_starttls().client_hello(versions=(), suites=(0x0005, 0x000A), legacy_version=0x0301)
+    s = b.alert("S", description=40).fin("S").build()
+    assert verdict(s) == "tls-handshake-alert"
+    summary = s.verdict.summary
+    assert "The server sent a TLS fatal alert handshake_failure (40)" in summary
+    assert "all of them legacy" in summary
+    assert "TLS_RSA_WITH_RC4_128_SHA" in summary
+    alert = [e for e in s.events if e.kind == "tls-alert"][0]
+    assert alert.frame in frames(s)
+
+
+def test_close_notify_after_handshake_is_not_a_handshake_alert() -> None:
+    s = (upto_starttls().tls12_handshake().app_data("C").app_data("S")
+         .alert("C", description=0, level=1, encrypted=True).fin("C").build())
+    assert verdict(s) == "ok"
+
+
+def test_fin_during_client_hello() -> None:
+    b = upto_starttls().client_hello(versions=(), suites=(0x000A, 0x0005))
+    s = b.fin("S").build()
+    assert verdict(s) == "tls-closed-during-handshake"
+    assert "during ClientHello" in s.verdict.summary
+    assert "the server closed" in s.verdict.summary
+
+
+def test_client_closes_after_server_hello_done() -> None:
+    s = (upto_starttls().client_hello().server_hello().certificate()
+         .hs("S", "ServerHelloDone").rst("C").build())
+    assert verdict(s) == "tls-closed-during-handshake"
+    assert "after the server's ServerHelloDone" in s.verdict.summary
+    assert "RST" in s.verdict.summary
+
+
+def test_tls13_client_never_finishes() -> None:
+    s = (upto_starttls().client_hello().server_hello(0x0304, 0x1301).ccs("S")
+         .finished("S", inferred=True).fin("C").build())
+    assert verdict(s) == "tls-closed-during-handshake"
+    assert "TLS 1.3 flight" in s.verdict.summary
+
+
+def test_server_answers_client_hello_with_plaintext() -> None:
+    s = (upto_starttls().client_hello().not_tls("S", "HTTP/1.1 101").fin("C").build())
+    assert verdict(s) == "tls-closed-during-handshake"
+    assert "not TLS" in s.verdict.summary
+
+
+def test_client_hello_on_plaintext_port() -> None:
+    s = (SessionBuilder().handshake()
+         .add("C", "smtp-unparsed", "\\x16\\x03\\x01...", reason="tls-record", preview="\\x16")
+         .banner().rst("C").build())
+    assert verdict(s) == "tls-closed-during-handshake"
+    assert "without STARTTLS" in s.verdict.summary
+    assert "465" in s.verdict.summary
+
+
+def test_starttls_refused() -> None:
+    s = (SessionBuilder().handshake().banner().ehlo()
+         .starttls(454, "4.7.0 TLS not available due to local problem")
+         .quit().fin("C").build())
+    assert verdict(s) == "starttls-refused"
+    assert "454 4.7.0" in s.verdict.summary
+
+
+def test_starttls_refused_then_plaintext_delivery_is_ok() -> None:
+    s = (SessionBuilder().handshake().banner().ehlo()
+         .starttls(454, "4.7.0 TLS not available").message().quit().fin("C").build())
+    assert verdict(s) == "ok"
+    assert any(n.code == "starttls-refused-note" for n in s.notes)
+
+
+def test_starttls_not_followed_plaintext() -> None:
+    b = upto_starttls()
+    b.tls = False
+    s = b.not_tls("C", "EHLO client.example\\r\\n").wait(10).fin("S").build()
+    assert verdict(s) == "starttls-not-followed"
+    assert "plaintext instead of a ClientHello" in s.verdict.summary
+
+
+def test_starttls_not_followed_silence() -> None:
+    s = upto_starttls().wait(30).fin("S").build()
+    assert verdict(s) == "starttls-not-followed"
+    assert "sent nothing" in s.verdict.summary
+    assert "30.0 s" in s.verdict.summary
+
+
+def test_starttls_then_handshake_is_not_not_followed() -> None:
+    s = upto_starttls().tls12_handshake().app_data("C").app_data("S").fin("C").build()
+    assert verdict(s) == "ok"
+    assert not any(n.code.startswith("starttls") for n in s.notes)
