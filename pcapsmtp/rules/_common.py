@@ -228,7 +228,8 @@ def orderly_close(session: Session) -> bool:
     c = first_close(session)
     if c is None:
         return False
-    quit_sent = any(verb(e) == "QUIT" for e in commands(session))
+    quit_sent = any(verb(e) == "QUIT" and (e.time, e.frame) < (c.time, c.frame)
+                    for e in commands(session))
     if quit_sent and c.kind == "tcp-fin":
         return True
     return c.kind == "tcp-fin" and c.direction == "C"

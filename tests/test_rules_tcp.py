@@ -1,0 +1,205 @@
+"""TCP, middlebox and capture verdicts; precedence and the fallback."""
+
+from __future__ import annotations
+
+import pytest
+
+from pcapsmtp.rules import (
+    PRECEDENCE,
+    VERDICT_CODES,
+    Finding,
+    choose_verdict,
+    diagnose,
+    run_rules,
+)
+from pcapsmtp.timeline import Session
+from tests.timeline_builders import SessionBuilder, healthy
+
+
+def verdict(s: Session) -> str:
+    diagnose(s, strict=True)
+    return s.verdict.code
+
+
+def frames(s: Session) -> list[int | None]:
+    return [e.frame for e in s.verdict.evidence]
+
+
+# -- TCP ---------------------------------------------------------------------------------
+
+def test_syns_never_answered() -> None:
+    s = SessionBuilder().syn().wait(1).syn(repeat=True).wait(2).syn(repeat=True).build()
+    assert verdict(s) == "tcp-no-answer"
+    assert "3 SYN(s)" in s.verdict.summary
+    assert frames(s) == [1, 2, 3]
+    assert "fail2ban" in s.verdict.next_step
+
+
+def test_syn_answered_with_rst() -> None:
+    s = SessionBuilder().syn().rst("S").build()
+    assert verdict(s) == "tcp-refused"
+    assert 2 in frames(s)
+
+
+def test_client_data_without_server_packets_is_one_direction_not_no_answer() -> None:
+    s = SessionBuilder().syn().cmd("EHLO x").cmd("MAIL FROM:<a@b>").fin("C").build()
+    diagnose(s, strict=True)
+    assert s.verdict.code != "tcp-no-answer"
+    text = " ".join([s.verdict.summary] + [n.summary for n in s.notes])
+    assert "only the client's packets were captured" in text
+
+
+def test_server_reset_mid_dialogue() -> None:
+    s = (SessionBuilder().handshake().banner().ehlo().cmd("MAIL FROM:<a@example.org>")
+         .rst("S").build())
+    assert verdict(s) == "tcp-reset"
+    assert "The server reset the connection" in s.verdict.summary
+    assert "MAIL FROM" in s.verdict.summary
+
+
+def test_rst_after_orderly_fin_is_not_a_reset() -> None:
+    s = SessionBuilder().handshake().banner().ehlo().fin("C").rst("S").build()
+    assert verdict(s) == "ok-no-mail"
+
+
+def test_server_fin_without_greeting_then_rst() -> None:
+    s = (SessionBuilder().handshake().fin("S").cmd("QUIT").rst("S").build())
+    assert verdict(s) == "tcp-reset"
+    assert "without a greeting" in s.verdict.summary
+
+
+def test_no_greeting_then_client_gives_up() -> None:
+    s = SessionBuilder().handshake().wait(30).fin("C").build()
+    assert verdict(s) == "timeout"
+    assert "no greeting" in s.verdict.summary
+
+
+def test_pmtu_blackhole() -> None:
+    b = (SessionBuilder().handshake().banner().ehlo()
+         .cmd("MAIL FROM:<a@example.org>").reply(250, "ok")
+         .cmd("RCPT TO:<b@example.net>").reply(250, "ok")
+         .cmd("DATA").reply(354, "go").body(complete=False))
+    first = b.last.frame
+    b.wait(1).retrans("C", 200, 1448, first).wait(2).retrans("C", 200, 1448, first)
+    b.wait(4).retrans("C", 200, 1448, first)
+    s = b.wait(60).rst("C").build()
+    assert verdict(s) == "pmtu-blackhole"
+    assert "1448-byte segment" in s.verdict.summary
+    assert "3 times" in s.verdict.summary
+    assert "354" in s.verdict.evidence[0].what
+
+
+def test_small_retransmissions_are_not_pmtu() -> None:
+    s = (healthy().retrans("C", 10, 40).retrans("C", 10, 40).fin("C").build())
+    assert verdict(s) == "ok"
+
+
+# -- middlebox ---------------------------------------------------------------------------
+
+def test_pix_split_rcpt_beats_the_500_after_it() -> None:
+    b = (SessionBuilder().handshake().banner().ehlo()
+         .cmd("MAIL FROM:<a@example.org>")
+         .cmd("XXXX TO:<b@example.net>", split=2))
+    cmd = b.last
+    s = (b.reply(250, "2.1.0 Ok", answers="MAIL")
+         .reply(500, "5.5.2 Error: command not recognized", answers="XXXX")
+         .quit().fin("C").build())
+    assert verdict(s) == "middlebox-rewrite"
+    summary = s.verdict.summary
+    assert f"bytes 0-1 of the line came in frame {cmd.first_frame}" in summary
+    assert f"bytes 2-3 in frame {cmd.frame}" in summary
+    assert "byte 2" in summary
+    assert "RCPT" in summary
+    assert "500 5.5.2" in summary
+    assert any(n.code == "smtp-rejected" for n in s.notes)
+
+
+def test_asterisk_banner() -> None:
+    s = (SessionBuilder().handshake().banner(220, "*****0****2*****").ehlo().message().quit()
+         .fin("C").build())
+    assert verdict(s) == "middlebox-rewrite"
+    assert "asterisks" in s.verdict.summary
+    assert any(n.code == "ok" for n in s.notes)
+
+
+def test_masked_starttls_keyword() -> None:
+    s = (SessionBuilder().handshake().banner()
+         .ehlo(caps=("PIPELINING", "XXXXXXXA", "8BITMIME")).message().quit().fin("C").build())
+    assert verdict(s) == "middlebox-rewrite"
+    assert "XXXXXXXA" in s.verdict.summary
+    assert "STARTTLS" in s.verdict.summary
+
+
+def test_ordinary_x_words_are_not_masks() -> None:
+    s = (SessionBuilder().handshake().banner().ehlo(caps=("XCLIENT", "XFORWARD"))
+         .message().quit().fin("C").build())
+    assert verdict(s) == "ok"
+
+
+# -- capture -----------------------------------------------------------------------------
+
+def test_snaplen_cut_advises_s0() -> None:
+    s = (SessionBuilder().handshake().banner().ehlo().cmd("MAIL FROM:<a@example.org>")
+         .gap("S", 1200, reason="snaplen").build(open_at_end=True))
+    assert verdict(s) == "capture-incomplete"
+    assert "snaplen" in s.verdict.summary
+    assert "tcpdump -s 0" in s.verdict.next_step
+
+
+def test_started_before_capture_but_delivery_seen_is_ok_with_note() -> None:
+    s = (SessionBuilder().banner().ehlo().message().quit().fin("C").build())
+    assert verdict(s) == "ok"
+    assert any(n.code == "capture-incomplete" and "before the capture" in n.summary
+               for n in s.notes)
+
+
+def test_open_at_end() -> None:
+    s = SessionBuilder().handshake().banner().ehlo().build()
+    assert verdict(s) == "capture-incomplete"
+    assert "still open" in s.verdict.summary
+
+
+# -- the machinery -----------------------------------------------------------------------
+
+def test_precedence_covers_every_code_once() -> None:
+    assert sorted(PRECEDENCE) == sorted(VERDICT_CODES)
+    assert len(set(PRECEDENCE)) == len(PRECEDENCE)
+    assert PRECEDENCE[-1] == "capture-incomplete"
+
+
+def test_choose_verdict_uses_precedence_and_keeps_losers_as_notes() -> None:
+    a = Finding("smtp-rejected", "550", verdict=True)
+    b = Finding("middlebox-rewrite", "XXXX", verdict=True)
+    c = Finding("retransmissions", "a note")
+    best, notes = choose_verdict([a, b, c])
+    assert best is b
+    assert a in notes and c in notes and not a.verdict
+
+
+def test_fallback_when_no_rule_decides() -> None:
+    s = (SessionBuilder().handshake().banner().ehlo()
+         .add("", "note", "something", what="x").build(open_at_end=False))
+    diagnose(s, strict=True)
+    assert s.verdict is not None
+    assert s.verdict.code in VERDICT_CODES
+
+
+def test_broken_rule_becomes_internal_note() -> None:
+    def broken(_s: Session) -> None:
+        raise ValueError("boom")
+
+    s = healthy().fin("C").build()
+    out = run_rules(s, rules=[broken])
+    assert out[0].code == "internal-error"
+    with pytest.raises(ValueError):
+        run_rules(s, rules=[broken], strict=True)
+
+
+def test_to_dict_is_json_shaped() -> None:
+    s = healthy().fin("C").build()
+    diagnose(s, strict=True)
+    d = s.verdict.to_dict()
+    assert d["code"] == "ok"
+    assert set(d) >= {"code", "summary", "evidence"}
+    assert d["evidence"][0]["frame"] == s.verdict.evidence[0].frame
+    assert isinstance(d["evidence"][0]["time"], float)
