@@ -116,7 +116,8 @@ def test_tls13_client_never_finishes() -> None:
 def test_server_answers_client_hello_with_plaintext() -> None:
     s = (upto_starttls().client_hello().not_tls("S", "HTTP/1.1 101").fin("C").build())
     assert verdict(s) == "tls-closed-during-handshake"
-    assert "not TLS" in s.verdict.summary
+    assert "does not speak TLS" in s.verdict.summary
+    assert "HTTP/1.1 101" in s.verdict.summary
 
 
 def test_client_hello_on_plaintext_port() -> None:
@@ -162,3 +163,11 @@ def test_starttls_then_handshake_is_not_not_followed() -> None:
     s = upto_starttls().tls12_handshake().app_data("C").app_data("S").fin("C").build()
     assert verdict(s) == "ok"
     assert not any(n.code.startswith("starttls") for n in s.notes)
+
+
+def test_plaintext_server_on_port_465() -> None:
+    b = SessionBuilder(server=("198.51.100.26", 465), implicit_tls=True).handshake()
+    s = (b.not_tls("S", "220 mx.example ESMTP Postfix\\r\\n").client_hello().fin("C").build())
+    assert verdict(s) == "tls-closed-during-handshake"
+    assert "220 mx.example ESMTP" in s.verdict.summary
+    assert "smtpd_tls_wrappermode" in s.verdict.summary

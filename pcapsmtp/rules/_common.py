@@ -233,3 +233,8 @@ def orderly_close(session: Session) -> bool:
     if quit_sent and c.kind == "tcp-fin":
         return True
     return c.kind == "tcp-fin" and c.direction == "C"
+
+
+def short(text: str, limit: int = 48) -> str:
+    """A command or preview cut for a summary line (binary junk must not flood a report)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -31,6 +31,7 @@ from pcapsmtp.rules._common import (
     reply_code,
     reply_text,
     session_has_mid_gap,
+    short,
     tls_start_time,
     verb,
     where,
@@ -108,7 +109,7 @@ def no_mail(session: Session) -> Finding | None:
         return None  # no banner at all: not a dialogue (tcp rules speak)
     q = quit_answered(session)
     last_cmd = commands(session)[-1] if commands(session) else None
-    did = (f"the last command was {last_cmd.text!r} ({where(session, last_cmd)})"
+    did = (f"the last command was {short(last_cmd.text)!r} ({where(session, last_cmd)})"
            if last_cmd else "the client sent no command")
     evidence = [ev(e) for e in (last_cmd, q) if e is not None]
     return Finding(
@@ -156,12 +157,13 @@ def failure_reply(session: Session) -> Finding | None:
         return None
     code = reply_code(bad)
     cls = reply_class(bad)
-    text = reply_text(bad)
+    text = short(reply_text(bad), 160)
     cmd = command_for(session, bad)
     verdict_code = "smtp-deferred" if cls == 4 else "smtp-rejected"
     what = {"CONNECT": "the connection (greeting)"}.get(answers(bad))
     if what is None:
-        what = f"`{cmd.text}`" if cmd is not None else f"{answers(bad) or 'the dialogue'}"
+        what = (f"`{short(cmd.text)}`" if cmd is not None else
+                {"BODY": "the message"}.get(answers(bad), answers(bad) or "the dialogue"))
     evidence = []
     if cmd is not None:
         evidence.append(ev(cmd, f"command: {cmd.text}"))
@@ -297,11 +299,12 @@ def pipelining(session: Session) -> Finding | None:
     found: list[tuple[Event, str]] = []
     g = greeting(session)
     talk = _client_talk(session)
-    if talk and (g is None and data_events(session, "S") or
-                 g is not None and talk[0].frame < g.frame):
-        srv = g or data_events(session, "S")[0]
-        found.append((talk[0], f"the client sent {talk[0].text!r} before the server's greeting "
-                               f"({where(session, srv)}): an early talker"))
+    if talk and g is not None and talk[0].frame < g.frame:
+        began = g.first_frame if g.first_frame is not None else g.frame
+        when = ("before the server's greeting" if talk[0].frame < began else
+                f"while the server's greeting was still arriving (it began in frame {began})")
+        found.append((talk[0], f"the client sent {short(talk[0].text)!r} {when} "
+                               f"({where(session, g)}): an early talker"))
     caps: set[str] = set()
     queue: list[Event] = []  # commands awaiting a reply, oldest first
     reply_to: dict[int, Event] = {}  # id(command) -> the reply that answered it
@@ -330,8 +333,8 @@ def pipelining(session: Session) -> Finding | None:
         if verb(a) in MUST_WAIT or not advertised:
             why = ("which must wait for its reply" if verb(a) in MUST_WAIT
                    else "and the server had not advertised PIPELINING")
-            found.append((b, f"{b.text!r} ({where(session, b)}) was sent before the reply to "
-                             f"{verb(a)} ({where(session, r)}), {why}"))
+            found.append((b, f"{short(b.text)!r} ({where(session, b)}) was sent before the "
+                             f"reply to {verb(a)} ({where(session, r)}), {why}"))
             break
     for c in cmds:
         r = reply_to.get(id(c))
@@ -349,7 +352,8 @@ def pipelining(session: Session) -> Finding | None:
         return None
     evidence = [ev(e, why) for e, why in found]
     evidence += [ev(s, f"server: {s.text}") for s in sync[:1]]
-    failed = not accepted_messages(session) or bool(sync)
+    # the server's reaction decides: a sync error, a failure reply, or an abnormal end
+    failed = bool(sync) or deciding_failure(session) is not None or not orderly_close(session)
     parts = [why for _, why in found]
     if sync:
         parts.append(f"the server answered `{sync[0].text}` ({where(session, sync[0])})")

@@ -16,6 +16,7 @@ from pcapsmtp.rules._common import (
     fmt_s,
     gaps,
     rel,
+    short,
     where,
     who,
 )
@@ -230,6 +231,9 @@ def closed_during_handshake(session: Session) -> Finding | None:
     if not session.of_kind("tls-client-hello"):
         return None  # no ClientHello after STARTTLS: starttls.py speaks
     not_tls = [e for e in session.of_kind("tls-not-tls")]
+    srv_plain = [n for n in not_tls if n.direction == "S"]
+    if srv_plain:
+        return _server_plaintext(session, srv_plain[0])
     stage, last = _stage(session)
     anchor = last or tls_began(session)
     assert anchor is not None
@@ -241,7 +245,7 @@ def closed_during_handshake(session: Session) -> Finding | None:
         n = not_tls[0]
         evidence.append(ev(n, f"{who(n.direction)} sent non-TLS bytes"))
         extra = (f" The {who(n.direction)} then sent bytes that are not TLS "
-                 f"({where(session, n)}): {f(n, 'preview', default='')!r}.")
+                 f"({where(session, n)}): {short(str(f(n, 'preview', default='')))!r}.")
         anchor = n
     closing, c = _close_text(session, anchor)
     if c is not None:
@@ -258,6 +262,33 @@ def closed_during_handshake(session: Session) -> Finding | None:
         next_step="check the TLS error in the closing side's log at this time; test the "
         "handshake with `openssl s_client -starttls smtp -connect host:25` from the client",
         verdict=c is not None,
+        severity="error",
+    )
+
+
+def _server_plaintext(session: Session, n: Event) -> Finding | None:
+    """The server answers TLS with plaintext: a port/TLS-mode mismatch, not a broken handshake."""
+    preview = str(f(n, "preview", default=""))
+    closing, c = _close_text(session, n)
+    port = session.server[1]
+    hint = (f" On port {port} the client expects implicit TLS and the server greets in "
+            "plaintext: the server is not set up for it (Postfix: "
+            "`smtpd_tls_wrappermode = yes` on the 465 service)." if session.implicit_tls else "")
+    evidence = sorted([ev(n, "server bytes are plaintext, not TLS")]
+                      + ([ev(hello(session), f"ClientHello: {offered(session)}")]
+                         if hello(session) else [])
+                      + ([ev(c)] if c is not None else []),
+                      key=lambda x: (x.time or 0, x.frame or 0))
+    return Finding(
+        code="tls-closed-during-handshake",
+        summary=f"The server does not speak TLS here: it sent plaintext "
+        f"{short(preview)!r} ({where(session, n)}) where a ServerHello belonged, so no "
+        f"handshake could start; {closing}.{hint}",
+        evidence=evidence,
+        cannot_prove="whether a proxy in between answers instead of the real server",
+        next_step="check which port/TLS mode each side is configured for (implicit TLS on 465, "
+        "STARTTLS on 25/587); `openssl s_client -connect host:465` shows the same",
+        verdict=True,
         severity="error",
     )
 
