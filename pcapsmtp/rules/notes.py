@@ -1,0 +1,163 @@
+"""Notes beside the verdict: certificates, old TLS, slow greetings, lossy or stalled TCP.
+
+None of these decides a verdict; each is a fact worth a line in the report
+(an expired certificate is a common reason behind a client's silent close).
+Certificate dates are judged against the capture's own time, not today's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from dissectors.tls import version_name
+from pcapsmtp.rules import Finding, rule
+from pcapsmtp.rules._common import ev, f, flags, fmt_s, greeting, where, who
+from pcapsmtp.timeline import Session
+
+#: A greeting later than this after the handshake is worth a note (postscreen, tarpits, DNS).
+SLOW_BANNER_SECONDS = 5.0
+#: Retransmissions in one direction before they are worth a note.
+RETRANS_NOTE = 3
+
+
+def _when(value: Any) -> float | None:
+    """A certificate date as the timeline carries it (datetime, ISO text or epoch) -> epoch."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, datetime):
+        d = value
+    else:
+        try:
+            d = datetime.fromisoformat(str(value))
+        except ValueError:
+            return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=timezone.utc)
+    return d.timestamp()
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+@rule
+def certificate(session: Session) -> list[Finding]:
+    """Expired, not yet valid or self-signed server certificate (TLS <= 1.2, where visible)."""
+    out: list[Finding] = []
+    for e in session.of_kind("tls-certificate"):
+        certs = f(e, "certificates", default=[]) or []
+        if not certs:
+            continue
+        leaf = certs[0]
+        name = _get(leaf, "common_name") or _get(leaf, "subject") or "the certificate"
+        nb, na = _when(_get(leaf, "not_before")), _when(_get(leaf, "not_after"))
+        day = 86400.0
+        if na is not None and na < e.time:
+            out.append(Finding(
+                code="certificate-expired",
+                summary=f"The {who(e.direction)}'s certificate for {name} ({where(session, e)}) "
+                f"had expired {(e.time - na) / day:.0f} day(s) before this capture "
+                f"(notAfter {_get(leaf, 'not_after')}).",
+                evidence=[ev(e, f"certificate {name}, notAfter {_get(leaf, 'not_after')}")],
+                cannot_prove="whether the peer checks it (many MTAs accept any certificate)",
+                next_step="renew the certificate and reload the MTA",
+                severity="warning"))
+        if nb is not None and nb > e.time:
+            out.append(Finding(
+                code="certificate-not-yet-valid",
+                summary=f"The {who(e.direction)}'s certificate for {name} ({where(session, e)}) "
+                f"was not valid yet at the time of this capture (notBefore "
+                f"{_get(leaf, 'not_before')}): a clock is wrong, or the certificate is new.",
+                evidence=[ev(e, f"certificate {name}, notBefore {_get(leaf, 'not_before')}")],
+                next_step="check both hosts' clocks (NTP)",
+                severity="warning"))
+        if _get(leaf, "self_signed"):
+            out.append(Finding(
+                code="certificate-self-signed",
+                summary=f"The {who(e.direction)}'s certificate for {name} is self-signed "
+                f"({where(session, e)}): clients that verify (DANE, MTA-STS) will refuse it.",
+                evidence=[ev(e, f"self-signed certificate {name}")],
+                next_step="use a certificate from a public CA, or publish a matching TLSA record",
+                severity="info"))
+    return out
+
+
+@rule
+def old_tls(session: Session) -> Finding | None:
+    """TLS 1.1 or older negotiated (or the most the client offered)."""
+    sh = next(iter(session.of_kind("tls-server-hello")), None)
+    if sh is not None and isinstance(f(sh, "version"), int) and f(sh, "version") < 0x0303:
+        v = version_name(f(sh, "version"))
+        return Finding(
+            code="old-tls-version",
+            summary=f"The server chose {v} ({where(session, sh)}): deprecated (RFC 8996); "
+            "peers with current policies refuse it.",
+            evidence=[ev(sh, f"negotiated {v}")],
+            next_step="enable TLS 1.2/1.3 on both sides",
+            severity="warning")
+    ch = next(iter(session.of_kind("tls-client-hello")), None)
+    if ch is not None:
+        versions = [v for v in f(ch, "versions", default=[]) or [] if (v & 0x0F0F) != 0x0A0A]
+        top = max(versions) if versions else f(ch, "legacy_version", default=0x0303)
+        if isinstance(top, int) and top < 0x0303:
+            return Finding(
+                code="old-tls-version",
+                summary=f"The client offered at most {version_name(top)} ({where(session, ch)}): "
+                "servers that require TLS 1.2 or later will end the handshake.",
+                evidence=[ev(ch, f"ClientHello up to {version_name(top)}")],
+                next_step="update the client's TLS library or settings",
+                severity="warning")
+    return None
+
+
+@rule
+def slow_banner(session: Session) -> Finding | None:
+    """The greeting came late: postscreen greet pause, a tarpit, or slow reverse DNS."""
+    g = greeting(session)
+    sa = flags(session, "tcp-syn-ack")
+    if g is None or not sa:
+        return None
+    delay = g.time - sa[0].time
+    if delay < SLOW_BANNER_SECONDS:
+        return None
+    return Finding(
+        code="slow-banner",
+        summary=f"The server's greeting came {fmt_s(delay)} after the connection was accepted "
+        f"({where(session, g)}).",
+        evidence=[ev(sa[0], "connection accepted"), ev(g, "greeting")],
+        cannot_prove="whether the delay is deliberate (greet pause, tarpit) or a slow lookup",
+        next_step="check the server's DNS resolution of the client and its anti-spam delays",
+        severity="info")
+
+
+@rule
+def tcp_trouble(session: Session) -> list[Finding]:
+    """Retransmissions and zero windows, per direction, from the reassembly counters."""
+    st = session.stats
+    if st is None:
+        return []
+    out: list[Finding] = []
+    for d in ("C", "S"):
+        ds = getattr(st, d, None)
+        if ds is None:
+            continue
+        rt = [e for e in session.of_kind("tcp-retransmission") if e.direction == d]
+        if ds.retransmissions >= RETRANS_NOTE:
+            out.append(Finding(
+                code="retransmissions",
+                summary=f"The {who(d)} retransmitted {ds.retransmissions} segment(s) of "
+                f"{ds.segments}: packet loss on the path (or at the capture point).",
+                evidence=[ev(e) for e in rt[:3]],
+                next_step="look for loss: interface errors, a congested link, a shaper",
+                severity="info"))
+        if ds.zero_windows:
+            out.append(Finding(
+                code="zero-window",
+                summary=f"The {who(d)} advertised a zero receive window {ds.zero_windows} "
+                "time(s): it stopped reading (overloaded, or blocked on disk/filter).",
+                next_step=f"check the {who(d)}'s load at that time",
+                severity="warning"))
+    return out

@@ -1,0 +1,108 @@
+"""Notes (certificates, old TLS, slow banner, TCP trouble) and cross-session patterns."""
+
+from __future__ import annotations
+
+from pcapsmtp.rules import diagnose, diagnose_capture
+from pcapsmtp.timeline import Session
+from tests.timeline_builders import T0, SessionBuilder, healthy
+
+
+def notes(s: Session) -> dict[str, str]:
+    diagnose(s, strict=True)
+    return {n.code: n.summary for n in s.notes}
+
+
+def tls_session(**cert: object) -> Session:
+    b = SessionBuilder().handshake().banner().ehlo().starttls()
+    b.client_hello(versions=()).server_hello(0x0303).certificate(**cert)  # type: ignore[arg-type]
+    b.hs("S", "ServerHelloDone").hs("C", "ClientKeyExchange", same_frame=False).ccs("C")
+    b.finished("C").ccs("S", same_frame=False).finished("S")
+    return b.app_data("C").app_data("S").fin("C").build()
+
+
+def test_expired_certificate_against_capture_time() -> None:
+    n = notes(tls_session(not_after=T0 - 86400 * 3))
+    assert "certificate-expired" in n
+    assert "expired 3 day(s) before this capture" in n["certificate-expired"]
+
+
+def test_valid_certificate_gets_no_note() -> None:
+    n = notes(tls_session())
+    assert not any(c.startswith("certificate") for c in n)
+
+
+def test_not_yet_valid_and_self_signed() -> None:
+    n = notes(tls_session(not_before=T0 + 86400, self_signed=True))
+    assert "certificate-not-yet-valid" in n
+    assert "certificate-self-signed" in n
+
+
+def test_old_tls_negotiated() -> None:
+    b = SessionBuilder().handshake().banner().ehlo().starttls()
+    s = b.client_hello(versions=(), legacy_version=0x0301).server_hello(0x0301).fin("S").build()
+    n = notes(s)
+    assert "old-tls-version" in n and "TLS1.0" in n["old-tls-version"]
+
+
+def test_slow_banner() -> None:
+    s = SessionBuilder().handshake().wait(12).banner().ehlo().quit().fin("C").build()
+    n = notes(s)
+    assert "slow-banner" in n and "12." in n["slow-banner"]
+    assert s.verdict.code == "ok-no-mail"
+
+
+def test_retransmissions_note() -> None:
+    b = healthy()
+    for _ in range(4):
+        b.retrans("S", 100, 40)
+    n = notes(b.fin("C").build())
+    assert "retransmissions" in n and "server retransmitted 4" in n["retransmissions"]
+
+
+def test_ban_after_failure_links_sessions() -> None:
+    fail = (SessionBuilder(session_id=1).handshake().banner().ehlo().starttls()
+            .client_hello(versions=(), suites=(0x000A,)).fin("S").build())
+    later = [SessionBuilder(session_id=i, start=T0 + 60 * i, first_frame=100 * i).syn()
+             .wait(3).syn(repeat=True).build() for i in (2, 3)]
+    other = (SessionBuilder(session_id=4, client=("192.0.2.9", 40000), start=T0 + 100)
+             .syn().build())
+    sessions = [fail, *later, other]
+    for s in sessions:
+        diagnose(s, strict=True)
+    assert fail.verdict.code == "tls-closed-during-handshake"
+    found = [f for f in diagnose_capture(sessions, strict=True) if f.code == "ban-after-failure"]
+    assert len(found) == 1
+    assert found[0].sessions == [1, 2, 3]
+    assert "sessions 2, 3" in found[0].summary
+    assert "fail2ban" in found[0].next_step
+
+
+def test_no_ban_without_a_failure_first() -> None:
+    sessions = [SessionBuilder(session_id=i, start=T0 + i).syn().build() for i in (1, 2)]
+    for s in sessions:
+        diagnose(s, strict=True)
+    assert not [f for f in diagnose_capture(sessions) if f.code == "ban-after-failure"]
+
+
+def test_retry_storm_reported_once() -> None:
+    sessions = []
+    for i in range(1, 8):
+        s = (SessionBuilder(session_id=i, start=T0 + 20 * i).handshake().banner()
+             .ehlo().cmd("MAIL FROM:<a@example.org>").reply(451, "4.3.0 try later")
+             .quit().fin("C").build())
+        diagnose(s, strict=True)
+        sessions.append(s)
+    storms = [f for f in diagnose_capture(sessions, strict=True) if f.code == "retry-storm"]
+    assert len(storms) == 1
+    assert storms[0].sessions == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_ehlo_differs_between_sessions() -> None:
+    a = SessionBuilder(session_id=1).handshake().banner().ehlo().quit().fin("C").build()
+    b = (SessionBuilder(session_id=2, client=("192.0.2.7", 1234)).handshake().banner()
+         .ehlo(caps=("PIPELINING", "8BITMIME")).quit().fin("C").build())
+    for s in (a, b):
+        diagnose(s, strict=True)
+    found = [f for f in diagnose_capture([a, b], strict=True) if f.code == "ehlo-differs"]
+    assert len(found) == 1 and found[0].sessions == [1, 2]
+    assert "STARTTLS" in found[0].summary
