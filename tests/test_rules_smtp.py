@@ -172,3 +172,10 @@ def test_body_before_354_is_a_violation() -> None:
          .reply(554, "5.5.0 SMTP synchronization error", answers="DATA").fin("S").build())
     assert verdict(s) == "pipelining-violation"
     assert "before the 354" in s.verdict.summary
+
+
+def test_early_talk_tolerated_with_delivery_is_ok_with_note() -> None:
+    s = (SessionBuilder().handshake().cmd("EHLO early").banner()
+         .reply(250, "mx.example", answers="EHLO").message().quit().build(open_at_end=True))
+    assert verdict(s) == "ok"  # 221 ends the dialogue even if the capture stops before FIN
+    assert any(n.code == "pipelining-tolerated" for n in s.notes)

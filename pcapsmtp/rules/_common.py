@@ -221,10 +221,10 @@ def orderly_close(session: Session) -> bool:
     close started by the server without QUIT is not: that is a timeout or a
     drop, which other rules name.
     """
+    if quit_answered(session):
+        return True  # 221 ends the dialogue, even if the capture stops before the FIN
     if session.open_at_end:
         return False
-    if quit_answered(session):
-        return True
     c = first_close(session)
     if c is None:
         return False

@@ -176,9 +176,9 @@ def failure_reply(session: Session) -> Finding | None:
     if _TIMEOUT_TEXT.search(text) and code == 421:
         is_verdict = False
     raw = bad.fields.get("code")
-    shown = f"{raw} {text}" if raw is not None else f"{text}` (a reply line without its code"
+    shown = f"`{raw} {text}`" if raw is not None else f"`{text}` (a reply line without its code)"
     verb_phrase = "deferred (temporary failure)" if cls == 4 else "rejected (permanent failure)"
-    summary = (f"The server {verb_phrase} {what} with `{shown}` ({where(session, bad)}); "
+    summary = (f"The server {verb_phrase} {what} with {shown} ({where(session, bad)}); "
                f"{'no' if not accepted else len(accepted)} message(s) accepted in this session. "
                f"{close_phrase(session)}").strip()
     return Finding(
@@ -353,7 +353,8 @@ def pipelining(session: Session) -> Finding | None:
     evidence = [ev(e, why) for e, why in found]
     evidence += [ev(s, f"server: {s.text}") for s in sync[:1]]
     # the server's reaction decides: a sync error, a failure reply, or an abnormal end
-    failed = bool(sync) or deciding_failure(session) is not None or not orderly_close(session)
+    failed = (bool(sync) or not orderly_close(session)
+              or (deciding_failure(session) is not None and not accepted_messages(session)))
     parts = [why for _, why in found]
     if sync:
         parts.append(f"the server answered `{sync[0].text}` ({where(session, sync[0])})")
