@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.lab.netns import LabError, ns_run
+from tests.lab.netns import ns_run
 
 TABLE = "psl_fault"
 
@@ -20,19 +20,18 @@ def delete_table(ns: str) -> None:
 
 
 @contextmanager
-def nft_rules(ns: str, hook: str, rules: list[str]) -> Iterator[None]:
+def nft_rules(ns: str, hook: str, rules: list[str], kind: str = "filter",
+              priority: int = -10) -> Iterator[None]:
     """Install rules in a base chain on hook (input/forward/output) of ns, always removed."""
     delete_table(ns)
     ruleset = (
         f"table inet {TABLE} {{\n  chain c {{\n"
-        f"    type filter hook {hook} priority -10; policy accept;\n"
+        f"    type {kind} hook {hook} priority {priority}; policy accept;\n"
         + "".join(f"    {rule}\n" for rule in rules)
         + "  }\n}\n"
     )
     try:
         ns_run(ns, ["nft", "-f", "-"], input_=ruleset)
         yield
-    except LabError:
-        raise
     finally:
         delete_table(ns)

@@ -87,6 +87,8 @@ def _addr(ns: str, dev: str, v4: str, v6: str) -> None:
     """Give dev its addresses; nodad so IPv6 is usable at once instead of after DAD."""
     ns_run(ns, ["ip", "addr", "add", v4, "dev", dev])
     ns_run(ns, ["ip", "-6", "addr", "add", v6, "dev", dev, "nodad"])
+    # One MSS per packet, as on a wire: without this, TSO/GSO hands tcpdump 6 kB "frames".
+    ns_run(ns, ["ip", "link", "set", "dev", dev, "gso_max_size", "1500", "gso_max_segs", "1"])
     ns_run(ns, ["ip", "link", "set", "dev", dev, "up"])
 
 
@@ -166,3 +168,39 @@ def lab_network() -> Iterator[None]:
     finally:
         delete_namespaces()
         atexit.unregister(delete_namespaces)
+
+
+def wait_listen(ns: str, port: int, timeout: float = 10.0) -> None:
+    """Wait (bounded) until something listens on TCP port in ns, without connecting to it.
+
+    Why not connect: a probe connection through a proxy would reach Postfix and land in
+    the scenario's capture as a session of its own.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = run(in_ns(ns, ["ss", "-tlnH", f"sport = :{port}"]), check=False).stdout
+        if out.strip():
+            return
+        time.sleep(0.1)
+    raise LabError(f"nothing listens on port {port} in {ns} within {timeout}s")
+
+
+def live_tcp(ns: str) -> list[str]:
+    """TCP sockets in ns other than LISTEN and TIME-WAIT (those cannot send anything new)."""
+    out = run(in_ns(ns, ["ss", "-tanH"]), check=False).stdout
+    return [ln for ln in out.splitlines()
+            if ln.split() and ln.split()[0] not in ("LISTEN", "TIME-WAIT")]
+
+
+def wait_quiet(ns: str, timeout: float = 15.0) -> list[str]:
+    """Wait (bounded) until ns has no live TCP socket; kill leftovers; what was left.
+
+    Why: a socket orphaned with unacknowledged data keeps retransmitting, and once a
+    fault is lifted its segments land in the next scenario's capture.
+    """
+    deadline = time.monotonic() + timeout
+    while (left := live_tcp(ns)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        run(in_ns(ns, ["ss", "-K", "-tan"]), check=False)
+    return left

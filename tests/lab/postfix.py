@@ -25,9 +25,8 @@ PORTS = (25, 587, 465)
 SMTPD_TIMEOUT = 5
 
 ACCESS = """\
-grey@lab.example 450 4.2.0 <grey@lab.example>: Recipient address rejected: Greylisted, \
-try again later
-nobody@lab.example 550 5.1.1 <nobody@lab.example>: Recipient address rejected: User unknown
+grey@lab.example 450 4.2.0 Greylisted, try again later
+nobody@lab.example 550 5.1.1 User unknown
 """
 
 MASTER_CF = """\
@@ -151,6 +150,7 @@ class Postfix:
         self.etc = workdir / "etc"
         self.log = workdir / "maillog"
         self.running = False
+        self.overrides: dict[str, str] = {}
 
     def setup(self) -> None:
         """Create dirs, cert, sasldb, config; `postfix check` must pass."""
@@ -174,10 +174,16 @@ class Postfix:
         if self.running:
             self.stop()
         write_config(self.workdir, overrides)
+        self.overrides = dict(overrides or {})
         self.postfix("start")
         self.running = True
         for port in PORTS:
             wait_port(SRV, SRV4, port)
+
+    def ensure(self, overrides: Mapping[str, str]) -> None:
+        """Running with exactly these overrides; restart only when something differs."""
+        if not self.running or dict(overrides) != self.overrides:
+            self.start(overrides)
 
     def stop(self) -> None:
         """Stop Postfix and wait (bounded) for the master to exit."""

@@ -1,0 +1,610 @@
+"""The lab's scenarios: real clients against real Postfix, with real faults in between.
+
+Each scenario knows what it sets up, what the capture must show and what pcapsmtp must
+conclude (the truth). The runner captures, checks Postfix's own log to be sure the
+scenario happened as intended, and writes NAME.pcap (+ NAME.client.pcap) and
+NAME.truth.json.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.lab import faults
+from tests.lab.capture import captures
+from tests.lab.netns import (
+    CLI,
+    CLI4,
+    CLI6,
+    CLI_IF,
+    RTR,
+    RTR_SRV_IF,
+    SRV,
+    SRV4,
+    SRV6,
+    SRV_IF,
+    LabError,
+    in_ns,
+    run,
+    wait_listen,
+    wait_quiet,
+)
+from tests.lab.postfix import SASL_PASSWORD, SASL_USER, Postfix, auth_plain_b64
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER25 = f"{SRV4}:25"
+CLIENT_TIMEOUT = 40.0
+
+
+@dataclass
+class Ctx:
+    """What a scenario body needs: where to write, the Postfix instance, versions."""
+
+    out: Path
+    logs: Path
+    pf: Postfix
+    versions: str = ""
+
+
+@dataclass
+class Scenario:
+    """One reproducible situation and the truth pcapsmtp must find in its capture."""
+
+    name: str
+    description: str
+    how: str
+    body: Callable[[Ctx], str]
+    sessions: list[dict[str, Any]]
+    log_expect: tuple[str, ...] = ()
+    two_sided: bool = False
+    client_sessions: list[dict[str, Any]] | None = None
+    postfix: dict[str, str] = field(default_factory=dict)
+    real: bool = True
+    iface: str = SRV_IF
+    snaplen: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    """Outcome of running one scenario: files written and problems found."""
+
+    name: str
+    files: list[Path]
+    problems: list[str]
+
+
+def session(client: str | None, server: str, verdict: str, **facts: Any) -> dict[str, Any]:
+    """A truth session entry."""
+    return {"client": client, "server": server, "verdict": verdict, "facts": facts}
+
+
+def versions() -> str:
+    """Versions of the real software, recorded in every truth file."""
+    pf = run(in_ns(SRV, ["postconf", "-dh", "mail_version"]), check=False).stdout.strip()
+    sw = run(["swaks", "--version"], check=False).stdout.split("\n")[0].replace("swaks version ",
+                                                                               "")
+    ossl = run(["openssl", "version"], check=False).stdout.split()[1]
+    return (f"Postfix {pf}, swaks {sw}, OpenSSL {ossl}, Python {platform.python_version()}, "
+            f"Linux {platform.release()}")
+
+
+def cli(cmd: list[str], timeout: float = CLIENT_TIMEOUT, input_: str | None = None) -> str:
+    """Run a client command in the client namespace; its transcript, whatever the exit."""
+    try:
+        proc = subprocess.run(in_ns(CLI, cmd), capture_output=True, text=True,
+                              timeout=timeout, input=input_, cwd=REPO)
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"client timed out after {timeout}s: {' '.join(cmd)}") from exc
+    return f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}[exit {proc.returncode}]\n"
+
+
+def py(mode: str, port: int = 25, lport: int = 0, host: str = SRV4, **opts: Any) -> str:
+    """Run tests.lab.pyclient MODE in the client namespace."""
+    cmd = [sys.executable, "-m", "tests.lab.pyclient", mode, host, str(port),
+           "--lport", str(lport)]
+    for key, value in opts.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    return cli(cmd)
+
+
+def swaks(*args: str, server: str = SRV4, port: int = 25, lport: int = 0,
+          rcpt: str = "user@lab.example") -> str:
+    """Real swaks from the client namespace; short body, fixed local port when given."""
+    cmd = ["swaks", "--server", server, "--port", str(port), "--to", rcpt,
+           "--from", "sender@example.org", "--ehlo", "client.lab.example",
+           "--body", "lab test message", "--timeout", "15"]
+    if lport:
+        cmd += ["--local-port", str(lport)]
+    return cli(cmd + list(args))
+
+
+# ---------------------------------------------------------------------------- bodies
+
+
+def body_plain_ok(ctx: Ctx) -> str:
+    """swaks, plaintext on 25."""
+    return swaks(lport=40010)
+
+
+def body_starttls_ok(ctx: Ctx) -> str:
+    """swaks --tls on 25 (negotiates TLS 1.3)."""
+    return swaks("--tls", lport=40020)
+
+
+def body_tls_client_silent(ctx: Ctx) -> str:
+    """Python ssl client: STARTTLS, TLS 1.2 handshake, then silence past smtpd_timeout."""
+    return py("tls-silent", lport=40030, wait=12)
+
+
+def body_starttls_454(ctx: Ctx) -> str:
+    """swaks --tls against a Postfix whose TLS key file does not exist."""
+    return swaks("--tls", lport=40040)
+
+
+def body_greylist(ctx: Ctx) -> str:
+    """swaks to the greylisted recipient."""
+    return swaks(lport=40050, rcpt="grey@lab.example")
+
+
+def body_reject(ctx: Ctx) -> str:
+    """swaks to the unknown recipient."""
+    return swaks(lport=40060, rcpt="nobody@lab.example")
+
+
+def body_auth_plain(ctx: Ctx) -> str:
+    """swaks AUTH PLAIN on 587 in plaintext (the password is on the wire, in base64)."""
+    return swaks("--auth", "PLAIN", "--auth-user", SASL_USER, "--auth-password", SASL_PASSWORD,
+                 port=587, lport=40070)
+
+
+def body_no_shared_cipher(ctx: Ctx) -> str:
+    """openssl s_client offering only old CBC-SHA1 suites that Postfix excludes."""
+    return cli(["openssl", "s_client", "-connect", SERVER25, "-starttls", "smtp",
+                "-name", "client.lab.example", "-tls1_2", "-cipher", "AES128-SHA:AES256-SHA",
+                "-servername", "mx.lab.example"], input_="QUIT\r\n", timeout=20)
+
+
+def body_smtps_ok(ctx: Ctx) -> str:
+    """swaks --tlsc (TLS on connect) on 465."""
+    return swaks("--tlsc", port=465, lport=40090)
+
+
+def body_reset_mid_data(ctx: Ctx) -> str:
+    """Python client: half a body, then RST (SO_LINGER 0)."""
+    return py("reset-mid-data", lport=40100)
+
+
+def body_early_talker(ctx: Ctx) -> str:
+    """Python client: EHLO sent right after connect, before the banner."""
+    return py("early-talker", lport=40110)
+
+
+def body_ban_after_failure(ctx: Ctx) -> str:
+    """A failed TLS session (old suites), then a fail2ban-style SYN drop, then two retries."""
+    out = swaks("--tls", "--tls-protocol", "tlsv1_2", "--tls-cipher", "AES128-SHA:AES256-SHA",
+                lport=40120)
+    rule = f"ip saddr {CLI4} tcp dport 25 tcp flags & (syn|ack) == syn drop"
+    with faults.nft_rules(SRV, "input", [rule]):
+        for lport in (40121, 40122):
+            out += py("connect", lport=lport, connect_timeout=3)
+    return out
+
+
+@contextmanager
+def fake_server(ctx: Ctx) -> Iterator[None]:
+    """Replace Postfix on port 25 by tests.lab.pyserver for one scenario, always undone."""
+    ctx.pf.stop()
+    proc = subprocess.Popen(in_ns(SRV, [sys.executable, "-m", "tests.lab.pyserver", "0.0.0.0",
+                                        "25"]), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_listen(SRV, 25)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def body_server_closes_on_clienthello(ctx: Ctx) -> str:
+    """swaks --tls against the FIN-on-ClientHello server."""
+    with fake_server(ctx):
+        return swaks("--tls", lport=40130)
+
+
+def body_tls_server_silent(ctx: Ctx) -> str:
+    """Router drops client→server TLS application-data records; handshake passes."""
+    rule = f"ip saddr {CLI4} tcp dport 25 @ih,0,8 0x17 drop"
+    with faults.nft_rules(RTR, "forward", [rule]):
+        out = py("tls-ehlo", lport=40140, wait=12, user_timeout=8)
+        wait_quiet(CLI)  # the rule stays until the client's socket has given up
+        return out
+
+
+def body_ipv6_any(ctx: Ctx) -> str:
+    """swaks over IPv6."""
+    return swaks(server=SRV6, lport=40150)
+
+
+def body_small_snaplen(ctx: Ctx) -> str:
+    """swaks plain; the capture's snaplen is 64."""
+    return swaks(lport=40160)
+
+
+def body_starttls_not_followed(ctx: Ctx) -> str:
+    """Python client: STARTTLS, 220, then a plaintext EHLO."""
+    return py("starttls-plain", lport=40170, wait=12)
+
+
+def body_plain_timeout(ctx: Ctx) -> str:
+    """Python client: EHLO, then silence past smtpd_timeout."""
+    return py("plain-silent", lport=40180, wait=12)
+
+
+def body_tcp_refused(ctx: Ctx) -> str:
+    """Server firewall rejects port 587 with a TCP reset."""
+    rule = "tcp dport 587 reject with tcp reset"
+    with faults.nft_rules(SRV, "input", [rule]):
+        return py("connect", port=587, lport=40190, connect_timeout=3)
+
+
+def body_pmtu_blackhole(ctx: Ctx) -> str:
+    """Router's server-side link MTU 1280, its ICMP frag-needed dropped; a 6 kB body."""
+    rule = "icmp type destination-unreachable icmp code frag-needed drop"
+    run(in_ns(RTR, ["ip", "link", "set", "dev", RTR_SRV_IF, "mtu", "1280"]))
+    try:
+        with faults.nft_rules(RTR, "output", [rule]):
+            out = py("big-data", lport=40200, wait=12, size=6000, user_timeout=9)
+            wait_quiet(CLI)
+            return out
+    finally:
+        run(in_ns(RTR, ["ip", "link", "set", "dev", RTR_SRV_IF, "mtu", "1500"]))
+
+
+@contextmanager
+def pix_proxy() -> Iterator[None]:
+    """tests.lab.pixproxy in the router, made transparent by an nft redirect of port 25."""
+    proc = subprocess.Popen(in_ns(RTR, [sys.executable, "-m", "tests.lab.pixproxy", "--listen",
+                                        "0.0.0.0:2525", "--connect", SERVER25]),
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listen(RTR, 2525)
+        rule = f"ip saddr {CLI4} ip daddr {SRV4} tcp dport 25 redirect to :2525"
+        with faults.nft_rules(RTR, "prerouting", [rule], kind="nat", priority=-100):
+            yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def body_pix_fixup(ctx: Ctx) -> str:
+    """Pipelined MAIL/RCPT with RCPT split across segments, through the PIX look-alike."""
+    with pix_proxy():
+        return py("split-rcpt", lport=40210)
+
+
+# ---------------------------------------------------------------------------- the table
+
+C = f"{CLI4}:"
+TLS_OK_REASON = (
+    " After STARTTLS everything is encrypted: the capture proves a completed handshake, "
+    "application data both ways and an orderly close, not that a message was accepted "
+    "(the lab's Postfix log shows it was). Truth says `ok`: nothing died; the tool should "
+    "say that message acceptance is not visible.")
+
+SCENARIOS: list[Scenario] = [
+    Scenario(
+        "plain-ok", "One message in plaintext on port 25, then QUIT.",
+        "swaks plaintext to Postfix on 25; server-side capture.",
+        body_plain_ok,
+        [session(C + "40010", SERVER25, "ok", closed_by="server", how="FIN", stage="quit",
+                 messages_accepted=1)],
+        log_expect=(r"status=sent",)),
+    Scenario(
+        "starttls-ok", "STARTTLS on 25, TLS 1.3, one message, QUIT." + TLS_OK_REASON,
+        "swaks --tls to Postfix on 25 (TLS 1.3 negotiated); server-side capture.",
+        body_starttls_ok,
+        [session(C + "40020", SERVER25, "ok", closed_by="server", how="FIN",
+                 stage="tls-established", tls_version="TLSv1.3",
+                 message_accepted="not visible (encrypted)")],
+        log_expect=(r"Anonymous TLS connection established.*TLSv1\.3", r"status=sent")),
+    Scenario(
+        "tls-client-silent",
+        "STARTTLS, TLS 1.2 handshake completes, then the client sends no record. Postfix "
+        "gives up after smtpd_timeout (5 s) and sends its encrypted 421, then closes.",
+        "Python ssl client (OpenSSL) limited to TLS 1.2 sleeps after the handshake; real "
+        "Postfix times out; server-side capture.",
+        body_tls_client_silent,
+        [session(C + "40030", SERVER25, "tls-client-silent-after-handshake",
+                 closed_by="server", how="FIN", stage="tls-established",
+                 tls_version="TLSv1.2", server_waited_s=5)],
+        log_expect=(r"timeout after (STARTTLS|END-OF-MESSAGE|CONNECT)",)),
+    Scenario(
+        "starttls-454",
+        "STARTTLS is advertised but answered 454 4.7.0 TLS not available due to local "
+        "problem (the TLS key file is missing).",
+        "swaks --tls to Postfix whose smtpd_tls_key_file points to a missing file; "
+        "server-side capture.",
+        body_starttls_454,
+        [session(C + "40040", SERVER25, "starttls-refused", closed_by="server", how="FIN",
+                 stage="starttls", reply="454")],
+        postfix={"smtpd_tls_key_file": "/nonexistent/lab-key.pem"},
+        log_expect=(r"starttls=0/1",)),
+    Scenario(
+        "greylist-450", "Recipient greylisted: RCPT answered 450 4.2.0.",
+        "swaks to grey@lab.example; Postfix check_recipient_access answers 450; "
+        "server-side capture.",
+        body_greylist,
+        [session(C + "40050", SERVER25, "smtp-deferred", closed_by="server", how="FIN",
+                 stage="rcpt", reply="450")],
+        log_expect=(r"NOQUEUE: reject: RCPT .* 450 4\.2\.0",)),
+    Scenario(
+        "reject-550", "Recipient unknown: RCPT answered 550 5.1.1.",
+        "swaks to nobody@lab.example; Postfix check_recipient_access answers 550; "
+        "server-side capture.",
+        body_reject,
+        [session(C + "40060", SERVER25, "smtp-rejected", closed_by="server", how="FIN",
+                 stage="rcpt", reply="550")],
+        log_expect=(r"NOQUEUE: reject: RCPT .* 550 5\.1\.1",)),
+    Scenario(
+        "auth-plain-587",
+        "Submission on 587 without TLS: AUTH PLAIN with the lab's known password (in "
+        "base64 on the wire), then one message. No pcapsmtp output may show the secrets.",
+        "swaks --auth PLAIN to Postfix 587 (Cyrus sasldb, smtpd_tls_auth_only=no); "
+        "server-side capture.",
+        body_auth_plain,
+        [session(C + "40070", f"{SRV4}:587", "ok", closed_by="server", how="FIN",
+                 stage="quit", auth="PLAIN", messages_accepted=1)],
+        log_expect=(r"sasl_method=PLAIN, sasl_username=labuser", r"status=sent"),
+        extra={"secrets": [SASL_PASSWORD, auth_plain_b64()]}),
+    Scenario(
+        "tls-no-shared-cipher",
+        "The client offers only old CBC-SHA1 suites (AES128-SHA, AES256-SHA) with TLS 1.2; "
+        "Postfix excludes them, so OpenSSL answers the ClientHello with a fatal "
+        "handshake_failure alert.",
+        "openssl s_client -starttls smtp -tls1_2 -cipher AES128-SHA:AES256-SHA to Postfix "
+        "with smtpd_tls_exclude_ciphers = aNULL, SHA1; server-side capture. s_client cannot "
+        "fix its source port, so the client port is null.",
+        body_no_shared_cipher,
+        [session(None, SERVER25, "tls-handshake-alert", closed_by="server", how="FIN",
+                 stage="client-hello", alert="handshake_failure", alert_from="server")],
+        log_expect=(r"SSL_accept error|no shared cipher",)),
+    Scenario(
+        "smtps-465-ok", "Implicit TLS on 465 (TLS 1.3), one message, QUIT." + TLS_OK_REASON,
+        "swaks --tlsc to Postfix 465 (smtpd_tls_wrappermode=yes); server-side capture.",
+        body_smtps_ok,
+        [session(C + "40090", f"{SRV4}:465", "ok", closed_by="server", how="FIN",
+                 stage="tls-established", tls_version="TLSv1.3",
+                 message_accepted="not visible (encrypted)")],
+        log_expect=(r"TLS connection established", r"status=sent")),
+    Scenario(
+        "reset-mid-data", "The client sends half a message body after 354, then resets.",
+        "Python client closes with SO_LINGER 0 (kernel RST) in the middle of DATA; real "
+        "Postfix logs lost connection after DATA; server-side capture.",
+        body_reset_mid_data,
+        [session(C + "40100", SERVER25, "tcp-reset", closed_by="client", how="RST",
+                 stage="data")],
+        log_expect=(r"lost connection after DATA",)),
+    Scenario(
+        "early-talker", "The client sends EHLO before the server's 220 banner.",
+        "Python client writes EHLO right after connect; Postfix pauses before its greeting "
+        "(smtpd_client_restrictions = sleep 1, reject_unauth_pipelining with "
+        "smtpd_delay_reject = no, Postfix's documented pre-greeting test), sees the early "
+        "command and logs improper command pipelining after CONNECT; server-side capture.",
+        body_early_talker,
+        [session(C + "40110", SERVER25, "pipelining-violation", closed_by="server",
+                 how="FIN", stage="banner", early_command="EHLO")],
+        postfix={"smtpd_client_restrictions": "sleep 1, reject_unauth_pipelining",
+                 "smtpd_delay_reject": "no"},
+        log_expect=(r"improper command pipelining after CONNECT",)),
+    Scenario(
+        "ban-after-failure",
+        "A sender offering only old suites fails the TLS handshake (handshake_failure alert); "
+        "then a fail2ban-style rule drops its SYNs, so its two retries get no SYN-ACK.",
+        "swaks --tls --tls-protocol tlsv1_2 --tls-cipher AES128-SHA:AES256-SHA, then an nft "
+        "rule in the server namespace (input: SYN from 192.0.2.10 to 25 dropped), then two "
+        "Python connects with a 3 s timeout; server-side capture (the SYNs are seen before "
+        "nftables drops them).",
+        body_ban_after_failure,
+        [session(C + "40120", SERVER25, "tls-handshake-alert", closed_by="server", how="FIN",
+                 stage="client-hello", alert="handshake_failure", alert_from="server"),
+         session(C + "40121", SERVER25, "tcp-no-answer", closed_by="none", how="none",
+                 stage="connect"),
+         session(C + "40122", SERVER25, "tcp-no-answer", closed_by="none", how="none",
+                 stage="connect")],
+        log_expect=(r"SSL_accept error|no shared cipher",)),
+    Scenario(
+        "server-closes-on-clienthello",
+        "STARTTLS answered 220, then the server closes (FIN, no alert) when the ClientHello "
+        "arrives.",
+        "Real Postfix/OpenSSL always answers a bad ClientHello with an alert, so a small "
+        "Python server (tests/lab/pyserver.py) on a real TCP stack plays the server: it "
+        "reads the ClientHello and closes. Client: real swaks --tls. Server-side capture.",
+        body_server_closes_on_clienthello,
+        [session(C + "40130", SERVER25, "tls-closed-during-handshake", closed_by="server",
+                 how="FIN", stage="client-hello")],
+        real=False),
+    Scenario(
+        "tls-server-silent",
+        "THE case from the design: the TLS 1.2 handshake completes, the client sends its "
+        "first encrypted record (EHLO), a router drops it (and its retransmissions). The "
+        "server capture shows a client that never spoke; the client capture shows a server "
+        "that never acknowledged the record. Postfix times out after 5 s and sends 421.",
+        "Python ssl client (TLS 1.2) through the lab router, where nftables drops "
+        "client→server TCP segments whose payload starts with 0x17 (@ih,0,8 0x17). "
+        "Captures on both sides: NAME.pcap (server) and NAME.client.pcap (client).",
+        body_tls_server_silent,
+        [session(C + "40140", SERVER25, "tls-client-silent-after-handshake",
+                 closed_by="server", how="FIN", stage="tls-established",
+                 tls_version="TLSv1.2", server_waited_s=5)],
+        two_sided=True,
+        client_sessions=[session(C + "40140", SERVER25, "tls-server-silent-after-handshake",
+                                 closed_by="server", how="FIN", stage="tls-established",
+                                 tls_version="TLSv1.2", client_record_acked=False)],
+        log_expect=(r"timeout after STARTTLS|timeout after CONNECT",)),
+    Scenario(
+        "ipv6-any", "One message over IPv6, captured on the 'any' pseudo-interface (SLL2).",
+        "swaks -s 2001:db8:2::25; tcpdump -i any in the server namespace; server side.",
+        body_ipv6_any,
+        [session(f"[{CLI6}]:40150", f"[{SRV6}]:25", "ok", closed_by="server", how="FIN",
+                 stage="quit", messages_accepted=1)],
+        iface="any", log_expect=(r"status=sent",)),
+    Scenario(
+        "small-snaplen", "A normal message, captured with snaplen 64: payloads are cut.",
+        "swaks plaintext to Postfix 25; tcpdump -s 64 on the server side.",
+        body_small_snaplen,
+        [session(C + "40160", SERVER25, "capture-incomplete", closed_by="server", how="FIN",
+                 stage="quit", snaplen=64)],
+        snaplen=64, log_expect=(r"status=sent",)),
+    Scenario(
+        "starttls-not-followed",
+        "STARTTLS answered 220, then the client sends a plaintext EHLO instead of a "
+        "ClientHello.",
+        "Python client; real Postfix fails SSL_accept on the plaintext; server-side capture.",
+        body_starttls_not_followed,
+        [session(C + "40170", SERVER25, "starttls-not-followed", closed_by="server",
+                 how="FIN", stage="starttls")],
+        log_expect=(r"SSL_accept error|lost connection after STARTTLS",)),
+    Scenario(
+        "plain-timeout", "EHLO, then the client says nothing; Postfix times out after 5 s.",
+        "Python client goes silent after EHLO; Postfix writes 421 4.4.2 Error: timeout "
+        "exceeded and closes; server-side capture.",
+        body_plain_timeout,
+        [session(C + "40180", SERVER25, "timeout", closed_by="server", how="FIN",
+                 stage="ehlo", silent="client", server_waited_s=5)],
+        log_expect=(r"timeout after EHLO",)),
+    Scenario(
+        "tcp-refused", "SYN to 587 answered by RST (firewall reject).",
+        "nft rule in the server namespace: tcp dport 587 reject with tcp reset; Python "
+        "connect; server-side capture.",
+        body_tcp_refused,
+        [session(C + "40190", f"{SRV4}:587", "tcp-refused", closed_by="server", how="RST",
+                 stage="connect")]),
+    Scenario(
+        "pmtu-blackhole",
+        "A path MTU black hole: the router's link towards the server has MTU 1280 and the "
+        "router's ICMP fragmentation-needed messages are dropped, so the client's full-size "
+        "(1500-byte) DATA segments never arrive while small ones pass. The client "
+        "retransmits them unacknowledged; Postfix times out waiting for the message. "
+        "Server side, the capture shows the client's last (small) segment arriving out of "
+        "order, the server SACKing it, and a hole of four full-size segments never filled "
+        "before the 421 timeout: the server's own SACK proves the host, not just the "
+        "capture, missed those bytes, so this is not capture-incomplete nor a plain silent "
+        "client; truth says pmtu-blackhole on both sides (client side: the retransmissions "
+        "of the 1448-byte segments are visible too).",
+        "ip link set rtr-srv mtu 1280 and an nft output rule dropping ICMP frag-needed in the "
+        "router; Python client sends a 6 kB body in one write (TCP_USER_TIMEOUT 9 s). "
+        "Captures on both sides: NAME.pcap (server) and NAME.client.pcap (client).",
+        body_pmtu_blackhole,
+        [session(C + "40200", SERVER25, "pmtu-blackhole", closed_by="server", how="FIN",
+                 stage="data", server_waited_s=5, hole_never_filled=True)],
+        two_sided=True,
+        client_sessions=[session(C + "40200", SERVER25, "pmtu-blackhole", closed_by="server",
+                                 how="FIN", stage="data", path_mtu=1280)],
+        log_expect=(r"timeout after DATA",)),
+    Scenario(
+        "pix-fixup",
+        "A Cisco PIX 'fixup smtp' look-alike in the router: the banner is masked with "
+        "asterisks, STARTTLS in the EHLO reply becomes XXXXXXXA, and a pipelined RCPT split "
+        "across two TCP segments reaches Postfix as 'XX' + 'XX TO:<...>'.",
+        "Not a real PIX: tests/lab/pixproxy.py (a proxy that judges each TCP segment on its "
+        "own) runs in the router; an nft redirect sends 192.0.2.10 → 198.51.100.25:25 to it, "
+        "and it connects to Postfix from 198.51.100.1. Python client pipelines MAIL/RCPT "
+        "with the second RCPT split across segments. Captures on both sides: NAME.pcap "
+        "(server: proxy ↔ Postfix) and NAME.client.pcap (client ↔ proxy).",
+        body_pix_fixup,
+        [session(None, SERVER25, "middlebox-rewrite", closed_by="server", how="FIN",
+                 stage="quit", client_addr="198.51.100.1 (the proxy, ephemeral port)",
+                 rewritten="RC|PT TO: arrives as XX|XX TO: at a segment boundary",
+                 reply="500 5.5.2")],
+        two_sided=True,
+        client_sessions=[session(C + "40210", SERVER25, "middlebox-rewrite",
+                                 closed_by="server", how="FIN", stage="quit",
+                                 rewritten="220 **** banner, XXXXXXXA")],
+        real=False,
+        log_expect=(r"connect from unknown\[198\.51\.100\.1\]",)),
+]
+
+
+def by_name() -> dict[str, Scenario]:
+    """Scenarios keyed by name."""
+    return {sc.name: sc for sc in SCENARIOS}
+
+
+# ---------------------------------------------------------------------------- runner
+
+
+def truth(sc: Scenario, ctx: Ctx, sessions: list[dict[str, Any]], side: str) -> dict[str, Any]:
+    """The truth file content for one capture of one scenario."""
+    data: dict[str, Any] = {
+        "scenario": sc.name,
+        "description": sc.description,
+        "how": f"{sc.how} Software: {ctx.versions}.",
+        "real": sc.real,
+        "capture_side": side,
+        "sessions": sessions,
+    }
+    data.update(sc.extra)
+    return data
+
+
+def check_log(sc: Scenario, log: str) -> list[str]:
+    """Each expected Postfix log pattern must occur: proof the scenario really happened."""
+    return [f"{sc.name}: Postfix log lacks /{pat}/" for pat in sc.log_expect
+            if not re.search(pat, log)]
+
+
+def check_capture(path: Path) -> list[str]:
+    """A capture must exist and hold more than the pcap header."""
+    if not path.exists() or path.stat().st_size <= 24:
+        return [f"{path.name}: missing or empty capture"]
+    return []
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Stable JSON (sorted keys off: the order is the reading order)."""
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def run_scenario(ctx: Ctx, sc: Scenario) -> Result:
+    """Configure Postfix, capture while the body runs, write pcap(s), truth and logs."""
+    ctx.pf.ensure(sc.postfix)
+    offset = ctx.pf.log_size()
+    server_pcap = ctx.out / f"{sc.name}.pcap"
+    client_pcap = ctx.out / f"{sc.name}.client.pcap"
+    specs = [(SRV, sc.iface, server_pcap)]
+    if sc.two_sided:
+        specs.append((CLI, CLI_IF, client_pcap))
+    with captures(specs, snaplen=sc.snaplen):
+        transcript = sc.body(ctx)
+        leftovers = wait_quiet(CLI)
+    log = ctx.pf.log_since(offset)
+    (ctx.logs / f"{sc.name}.maillog").write_text(log)
+    (ctx.logs / f"{sc.name}.client.log").write_text(transcript)
+    files = [server_pcap]
+    write_json(ctx.out / f"{sc.name}.truth.json", truth(sc, ctx, sc.sessions, "server"))
+    problems = check_log(sc, log) + check_capture(server_pcap)
+    problems += [f"{sc.name}: client socket still alive, killed: {ln}" for ln in leftovers]
+    if sc.two_sided:
+        write_json(ctx.out / f"{sc.name}.client.truth.json",
+                   truth(sc, ctx, sc.client_sessions or [], "client"))
+        problems += check_capture(client_pcap)
+        files.append(client_pcap)
+    return Result(sc.name, files, problems)
