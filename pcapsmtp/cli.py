@@ -167,5 +167,9 @@ def explain(code: str | None) -> None:
     click.echo(texts.explain(code), nl=False)
 
 
+from pcapsmtp.live import live  # noqa: E402 - the live command lives in its own module
+
+main.add_command(live)
+
 if __name__ == "__main__":
     main()
