@@ -255,6 +255,13 @@ def test_ipv4_fragments_reassembled_out_of_order() -> None:
     assert d.stats.fragments_incomplete == 0
 
 
+def test_dont_fragment_bit_is_not_a_fragment() -> None:
+    """Linux sets DF on every TCP packet; only MF or an offset makes a fragment."""
+    seg, stats = decode_one(Ether() / ip4(flags="DF", id=0))
+    assert_ehlo4(seg)
+    assert stats.fragments == 0
+
+
 def test_fragments_with_same_id_from_other_hosts_do_not_mix() -> None:
     a = fragment(ip4(b"a" * 600, id=7), fragsize=256)
     b = fragment(IP(src="203.0.113.9", dst="198.51.100.2", id=7) / TCP() / (b"b" * 600),
