@@ -368,3 +368,22 @@ def test_stdin_streams_before_the_writer_closes() -> None:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_caplen_a_little_over_snaplen_is_tolerated_far_over_is_corrupt(tmp_path: Path) -> None:
+    """Some writers exceed their snaplen (offload super-packets); megabytes over is damage."""
+    blob = (pcap_header(snaplen=96) + pcap_record(1, 0, b"a" * 200)
+            + pcap_record(2, 0, b"b" * 10)[:8] + (2_000_000).to_bytes(4, "little") * 2)
+    path = tmp_path / "over.pcap"
+    path.write_bytes(blob + b"c" * 100)
+    frames, info = _read(path)
+    assert [f.caplen for f in frames] == [200]
+    assert info.problem == "capture cut short in frame 2: record header says 2,000,000 bytes"
+
+
+def test_gzipped_pcapng(tmp_path: Path) -> None:
+    path = tmp_path / "x.pcapng.gz"
+    path.write_bytes(gzip.compress(ng_shb() + ng_idb(113) + ng_epb(0, 5_000_000, b"sll")))
+    frames, info = _read(path)
+    assert [(f.linktype, f.time, f.data) for f in frames] == [(113, 5.0, b"sll")]
+    assert (info.format, info.compressed) == ("pcapng", True)
