@@ -18,7 +18,15 @@ from pathlib import Path
 
 from tests.lab.netns import LabError, lab_network
 from tests.lab.postfix import running_postfix
-from tests.lab.scenarios import SCENARIOS, Ctx, Result, by_name, run_scenario, versions
+from tests.lab.scenarios import (
+    SCENARIOS,
+    Ctx,
+    Result,
+    by_name,
+    rewrite_truth,
+    run_scenario,
+    versions,
+)
 
 
 def select(names: Iterable[str]) -> list[str]:
@@ -57,10 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("samples"))
     ap.add_argument("--logs", type=Path, help="Postfix logs and client transcripts")
     ap.add_argument("--list", action="store_true", help="list scenarios and exit")
+    ap.add_argument("--truth-only", action="store_true",
+                    help="rewrite truth files of existing captures from the table (no root)")
     args = ap.parse_args(argv)
     if args.list:
         for sc in SCENARIOS:
             print(f"{sc.name:32} {sc.sessions[0]['verdict']}")
+        return 0
+    if args.truth_only:
+        for path in rewrite_truth(args.out):
+            print(path)
         return 0
     if os.geteuid() != 0:
         print("the lab needs root (network namespaces, tcpdump, nftables)", file=sys.stderr)
