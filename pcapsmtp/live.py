@@ -660,9 +660,9 @@ class LiveRun:
         now = time.time()
         lines = ["", f"pcapsmtp live summary: {self.opts.iface}, {self.source.name}"]
         lines += textwrap.wrap(f"filter: {self.opts.bpf}", WIDTH, subsequent_indent="  ")
-        lines += textwrap.wrap(f"from {utc(self.started)} to {utc(now)} UTC "
-                               f"({now - self.started:.1f} s), {self.packets:,} packets; "
-                               f"stopped: {self.stop_reason or self._error}", WIDTH,
+        lines.append(f"from {utc(self.started)} to {utc(now)} UTC "
+                     f"({now - self.started:.1f} s), {self.packets:,} packets")
+        lines += textwrap.wrap(f"stopped: {self.stop_reason or self._error}", WIDTH,
                                subsequent_indent="  ")
         drops = kernel_drops(stderr)
         if drops:
