@@ -10,6 +10,7 @@ from __future__ import annotations
 import textwrap
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from tabulate import tabulate
 
@@ -25,12 +26,15 @@ IDLE_MARK = 1.0
 REPLY_LINES = 16
 
 
-def render(result: Analysis, timelines: bool = True) -> str:
-    return "\n".join(lines(result, timelines)) + "\n"
+def render(result: Analysis, timelines: bool = True, sharing: Any = None) -> str:
+    """``sharing`` (a redact.Sharing) adds what a cut-down or redacted report says of itself."""
+    return "\n".join(lines(result, timelines, sharing)) + "\n"
 
 
-def lines(result: Analysis, timelines: bool = True) -> Iterator[str]:
+def lines(result: Analysis, timelines: bool = True, sharing: Any = None) -> Iterator[str]:
     yield from header(result)
+    if sharing is not None and sharing.shown:
+        yield from _wrap(f"report cut down: {sharing.shown}", "", "  ")
     yield ""
     yield from summary(result.sessions)
     for finding in result.findings:
@@ -39,6 +43,10 @@ def lines(result: Analysis, timelines: bool = True) -> Iterator[str]:
     for session in result.sessions:
         yield ""
         yield from session_block(session, timelines)
+    redacted = sharing.redaction_line() if sharing is not None else None
+    if redacted:
+        yield ""
+        yield from _wrap(f"redacted: {redacted} (replaced by pseudonyms)", "", "  ")
 
 
 def header(result: Analysis) -> Iterator[str]:
