@@ -21,6 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # run from a checkout without installing
 
 TSHARK_FIELDS = ["frame.number", "tcp.stream", "smtp.req.command", "smtp.req.parameter",
                  "smtp.response.code", "tls.record.content_type", "tls.handshake.type"]

@@ -42,6 +42,7 @@ What is inferred, and from what (events say so with ``inferred=True``):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import warnings
 from dataclasses import dataclass, field
@@ -797,14 +798,28 @@ def _decode_server_hello(body: bytes, direction: str, start: int, end: int) -> S
     return hello
 
 
+# An MX presents the same chain in every session; parsing it costs ~2.5 ms, so
+# decoded certificates are remembered by hash (a bounded, pure cache: no I/O).
+_CERT_CACHE: dict[str, CertInfo] = {}
+_CERT_CACHE_SIZE = 256
+
+
 def _decode_cert(der: bytes) -> CertInfo:
     """One DER certificate through ``cryptography``; any failure becomes ``error``."""
-    info = CertInfo(sha256=hashlib.sha256(der).hexdigest(), size=len(der))
+    digest = hashlib.sha256(der).hexdigest()
+    cached = _CERT_CACHE.get(digest)
+    if cached is not None:
+        return dataclasses.replace(cached, sans=list(cached.sans),
+                                   warnings=list(cached.warnings))
+    info = CertInfo(sha256=digest, size=len(der))
     with warnings.catch_warnings(record=True) as caught:  # kept, never printed
         warnings.simplefilter("always")
         _fill_cert(info, der)
     info.warnings = sorted({str(w.message)[:200] for w in caught})
-    return info
+    if len(_CERT_CACHE) >= _CERT_CACHE_SIZE:
+        _CERT_CACHE.pop(next(iter(_CERT_CACHE)))
+    _CERT_CACHE[digest] = info
+    return dataclasses.replace(info, sans=list(info.sans), warnings=list(info.warnings))
 
 
 def _fill_cert(info: CertInfo, der: bytes) -> None:

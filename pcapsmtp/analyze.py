@@ -76,6 +76,7 @@ class Pipeline:
 
     def close(self) -> list[Session]:
         """End of input: finish everything; sessions in order of their first packet."""
+        self.decoder.finish()
         for b in self.table.drain():
             self._finish(b, end_of_capture=True)
         self.finished.sort(key=lambda s: s.id)

@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 
 def plain(value: Any) -> Any:
     """Dataclasses as dicts, bytes escaped, containers as lists: what json.dumps takes."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
     if isinstance(value, bytes | bytearray):
         return escape(bytes(value))
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if hasattr(type(value), "__dataclass_fields__"):
         return plain_fields(value)
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [plain(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
     return str(value)
 
 
 def plain_fields(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """A dataclass's fields (minus ``skip``) as JSON-friendly values."""
-    if not dataclasses.is_dataclass(obj):
+    names = getattr(type(obj), "__dataclass_fields__", None)
+    if names is None:
         return {}
-    return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-            if f.name not in skip}
+    return {name: plain(getattr(obj, name)) for name in names if name not in skip}
 
 
 def escape(data: bytes, limit: int = 64) -> str:
