@@ -592,9 +592,12 @@ class LiveRun:
         return True
 
     def _sweep(self) -> None:
-        """Advance the clock to now (no packet may have come) and report idle sessions."""
-        self.pipeline.now = max(self.pipeline.now, time.time())
-        self._why = f"idle {self.opts.idle:g}s, as it stands"
+        """Report idle sessions.  Once every frame that came is processed, the clock is
+        advanced to now (no packet may have come for a while); before that, capture time
+        rules, so a backlog never makes its own sessions look idle."""
+        if self.source.queue.empty():
+            self.pipeline.now = max(self.pipeline.now, time.time())
+        self._why = f"idle {self.opts.idle:g}s"
         self.pipeline.sweep(idle=self.opts.idle)
         self._why = ""
 
@@ -643,7 +646,7 @@ class LiveRun:
         self.source.close()
         if self.writer is not None:
             self.writer.close()
-        self._why = f"open when live mode stopped ({self.stop_reason or 'capture ended'})"
+        self._why = "open at stop"
         self.pipeline.close()
         self._clear_status()
         for line in self.summary(stderr):

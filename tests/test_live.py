@@ -456,3 +456,81 @@ def test_live_in_the_lab_agrees_with_analyze(tmp_path: Path) -> None:
     assert codes[:2] == ["ok", "smtp-rejected"], out
     assert codes[2] != "ok" and len(codes) == 3
     assert "failed sessions: 2" in out
+
+
+class FakeSource:
+    """The source protocol LiveRun needs, over a list of frames (no process, no thread)."""
+
+    name = "fake"
+
+    def __init__(self, items: list[object]) -> None:
+        import queue
+
+        self.queue: queue.Queue[object] = queue.Queue()
+        for item in items:
+            self.queue.put(item)
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.queue.put(live._END)  # what a real source does once its process has exited
+
+    def close(self) -> None:
+        self.stopped = True
+
+    def stderr(self) -> str:
+        return "3 packets dropped by kernel"
+
+    def exited_on_its_own(self) -> str | None:
+        return None
+
+
+class TTY:
+    """A stderr that claims to be a terminal and records what was written."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+
+def test_loop_reports_idle_sessions_keeps_status_and_bounds_memory() -> None:
+    """Half a session (no close) goes idle and is reported as it stands; only the last
+    --keep-failed failed sessions are kept; the status line is cleared before each line."""
+    import io
+
+    from pcapsmtp.flows import Selection
+
+    ok = frames(SAMPLES / "plain-ok.pcap")
+    rejects = frames(SAMPLES / "reject-550.pcap")
+    half = frames(SAMPLES / "greylist-450.pcap")[:6]  # SYN .. some dialogue, no FIN
+    items: list[Frame] = []
+    for group in (ok, rejects, half):
+        for f in group:
+            f.number = len(items) + 1
+            items.append(f)
+    opts = live.Options(iface="fake0", selection=Selection(), bpf="tcp", idle=1.0,
+                        duration=1.5, keep_failed=1)
+    out, err = io.StringIO(), TTY()
+    run = live.LiveRun(opts, FakeSource(items), out=out, err=err)
+    assert run.run() == 0
+    text = out.getvalue()
+    lines = live_lines(text)
+    # the backlog of old frames is judged in capture time: nothing idles before its turn
+    assert [code for _c, _s, code in lines.values()] == ["ok", "smtp-rejected",
+                                                          "capture-incomplete"], text
+    idle_line = next(ln for ln in text.splitlines() if "#3 " in ln)
+    assert "capture-incomplete  [idle 1s] " in idle_line
+    assert run.pipeline.finished == [] and not run.pipeline.table.active
+    assert [s.id for s in run.tally.failed] == [3] and run.tally.failed_dropped == 1
+    assert "failed sessions: 2 (the oldest 1" in text
+    assert "(the oldest 1 not kept, --keep-failed)" in text
+    assert "WARNING: the kernel dropped 3 packets" in text
+    assert "pcapsmtp live: " in err.text and "\r\033[K" in err.text
