@@ -765,6 +765,8 @@ def live(iface: str, ports: tuple[str, ...], tls_ports: tuple[str, ...], any_por
         _fail(str(exc))
     except BrokenPipeError:  # stdout closed (| head): nothing left to tell anyone
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C while tcpdump was still starting: nothing to report
+        sys.exit(130)
     except OSError as exc:
         if debug:
             raise
