@@ -70,7 +70,8 @@ class Gap:
     length: int
     frame: int  # the frame that revealed the gap (ACK beyond, later data, FIN, or end)
     time: float
-    reason: str  # "acked-unseen", "out-of-order-flush", "end-of-capture", "snaplen"
+    reason: str  # "acked-unseen", "out-of-order-flush", "end-of-capture", "snaplen",
+    #              "sent-unseen" (the sender's later seq shows bytes never captured)
 
 
 @dataclass(slots=True)
@@ -172,7 +173,7 @@ class _Direction:
     __slots__ = (
         "name", "stats", "base_known", "tentative", "next", "next_seq", "window", "buf",
         "buf_bytes", "tail", "tail_start", "prov_offs", "prov_frames", "syn_seen", "fin",
-        "rst_seen", "probe", "fast", "acks",
+        "rst_seen", "probe", "fast", "acks", "sent_upto",
     )
 
     def __init__(self, name: str, stats: DirectionStats) -> None:
@@ -197,6 +198,10 @@ class _Direction:
         self.probe: tuple[int, bytes, int, float] | None = None  # held zero-window probe byte
         self.fast = False  # no buffered data, no probe, firm base: in-order segments go fast
         self.acks = False  # the other direction's ACKs can be read against our base
+        # (offset, frame, time): the furthest sequence number this side has used, even on a
+        # segment without data -- a bare ACK with seq beyond what we saw proves bytes were
+        # sent that the capture never got (the record lost between client and server).
+        self.sent_upto: tuple[int, int, float] | None = None
 
     def refresh(self) -> None:
         """Recompute the cached flags the hot path tests, after any slow-path change."""
@@ -333,6 +338,12 @@ class Connection:
                 self._drain(d, events)
             if d.fin is not None and d.fin[0] > d.next:
                 self._gap(d, d.fin[0] - d.next, d.fin[1], d.fin[2], "end-of-capture", events)
+            if d.sent_upto is not None:
+                off, frame, time = d.sent_upto
+                if d.fin is not None:
+                    off = min(off, d.fin[0])  # a FIN uses one sequence number, not data
+            if d.sent_upto is not None and off > d.next:
+                self._gap(d, off - d.next, frame, time, "sent-unseen", events)
             d.refresh()
         return events
 
@@ -362,6 +373,9 @@ class Connection:
             self._ack(o, seg, events)
         off = d.unwrap(seg.seq + 1 if flags & SYN else seg.seq)
         length = len(payload) + seg.missing
+        if off > d.next and off - d.next <= MAX_ACK_JUMP and (
+                d.sent_upto is None or off > d.sent_upto[0]):
+            d.sent_upto = (off, seg.frame, seg.time)
         if not flags & (SYN | FIN) and length <= 1 and off == d.next - 1:
             # Keep-alive (0 or 1 byte one before next), or Linux's zero-window probe alike.
             if o.window == 0:

@@ -194,3 +194,20 @@ def test_port_465_is_tls_from_the_first_byte(tmp_path: Path) -> None:
     assert s.implicit_tls
     assert not kinds(s, "smtp-command")
     assert any(e.kind.startswith("tls-") for e in s.events)
+
+
+def test_bytes_sent_but_never_seen_show_in_the_senders_sequence_numbers(tmp_path: Path) -> None:
+    """The STARTTLS-stall clue: the client's bare ACK carries a seq past what arrived."""
+    conv = Conversation()
+    conv.handshake()
+    conv.server_sends(b"220 mx ESMTP\r\n")
+    conv.client_sends(b"EHLO a\r\n")
+    (lost,) = conv.client_sends(b"MAIL FROM:<x@y>\r\n")  # never reaches the capture point
+    conv.server_sends(b"250 mx\r\n")
+    conv.client_ack()  # seq already beyond the lost bytes; the server never ACKs them
+    pkts = [p for p in conv.packets if p is not lost]
+    s = only_session(conv.write(tmp_path / "x.pcap", pkts))
+    (gap,) = kinds(s, "tcp-gap")
+    assert gap.direction == "C" and gap.fields["reason"] == "sent-unseen"
+    assert gap.fields["length"] == len(b"MAIL FROM:<x@y>\r\n")
+    assert gap.frame == len(pkts)
