@@ -16,7 +16,7 @@ from pcapsmtp import __version__
 from pcapsmtp.capture import CaptureError
 from pcapsmtp.flows import DEFAULT_PORTS, Selection
 
-FORMATS = ("text", "json")
+FORMATS = ("text", "json", "markdown", "html")
 
 
 def _fail(message: str) -> None:
@@ -80,11 +80,37 @@ def _progress() -> Callable[[int], None] | None:
     return show
 
 
+def _session_ids(ctx: Any, param: Any, values: tuple[str, ...]) -> frozenset[int]:
+    """--session 3,5 --session 7: checked while parsing, so a typo is a usage error."""
+    ids: set[int] = set()
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if part and not part.isdigit():
+                raise click.BadParameter(f"not a session number: {part!r}")
+            if part:
+                ids.add(int(part))
+    return frozenset(ids)
+
+
+def _endpoints(ctx: Any, param: Any, values: tuple[str, ...]) -> tuple[str, ...]:
+    """--client/--server values: an address, address:port, [v6]:port or a network."""
+    from pcapsmtp.redact import check_spec
+
+    for spec in values:
+        problem = check_spec(spec)
+        if problem:
+            raise click.BadParameter(problem)
+    return values
+
+
 @main.command()
 @click.argument("capture", metavar="CAPTURE")
 @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="text",
               show_default=True,
-              help="text to read and paste; json for scripts (schema pcapsmtp/1).")
+              help="text to read and paste; json for scripts (schema pcapsmtp/1); markdown "
+                   "for tickets and GitHub issues; html: one self-contained page with a "
+                   "ladder diagram per session.")
 @click.option("-p", "--port", "ports", multiple=True, metavar="PORT[,PORT]",
               help="Also follow these TCP ports (25, 465 and 587 always are).")
 @click.option("--any-port", is_flag=True,
@@ -97,11 +123,36 @@ def _progress() -> Callable[[int], None] | None:
 @click.option("--fail-on", metavar="CODE[,CODE]", default="",
               help="Exit with status 3 when any session gets one of these verdicts "
                    "('any-failure' for every verdict but ok and ok-no-mail).")
+@click.option("--redact", is_flag=True,
+              help="Replace IP addresses, host names, e-mail addresses, certificate names "
+                   "and the file name by pseudonyms, in every format, so the report can go "
+                   "to a public list.  The report ends with what was replaced, by count.")
+@click.option("--redact-key", metavar="KEY", envvar="PCAPSMTP_REDACT_KEY",
+              help="Derive pseudonyms from KEY, so they stay the same across reports "
+                   "(default: a random key per run).  Implies --redact.  "
+                   "Also read from $PCAPSMTP_REDACT_KEY.")
+@click.option("--keep-domains", is_flag=True,
+              help="Redact, but keep registrable domains (example.com, example.co.uk) so "
+                   "readers see which provider is involved.  Implies --redact.")
+@click.option("--session", "session_ids", multiple=True, metavar="ID[,ID]",
+              callback=_session_ids,
+              help="Only these sessions (numbers as in the report).")
+@click.option("--failures-only", is_flag=True,
+              help="Only sessions whose verdict is not ok or ok-no-mail.")
+@click.option("--client", "clients", multiple=True, metavar="ADDR[:PORT]|NET",
+              callback=_endpoints,
+              help="Only sessions from this client address, address:port ([v6]:port) or "
+                   "network (10.0.0.0/8).  Repeat for several.")
+@click.option("--server", "servers", multiple=True, metavar="ADDR[:PORT]|NET",
+              callback=_endpoints,
+              help="Only sessions to this server (same forms as --client).")
 @click.option("--debug", is_flag=True, hidden=True)
 @_guarded
 def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
             tls_ports: tuple[str, ...], brief: bool, output: str | None, fail_on: str,
-            debug: bool) -> None:
+            redact: bool, redact_key: str | None, keep_domains: bool,
+            session_ids: frozenset[int], failures_only: bool, clients: tuple[str, ...],
+            servers: tuple[str, ...], debug: bool) -> None:
     """Report on every SMTP session in CAPTURE (pcap, pcapng, gzipped; '-' reads stdin).
 
     For each session: who talked to whom, the dialogue as the wire saw it (plaintext
@@ -110,7 +161,9 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     input could not be read, 2 usage error, 3 a --fail-on verdict was found.
     """
     from pcapsmtp.analyze import analyze as run
+    from pcapsmtp.redact import share
 
+    scope = _scope(session_ids, failures_only, clients, servers)
     implicit = _ports(tls_ports) | {465}
     selection = Selection(ports=frozenset(DEFAULT_PORTS | _ports(ports) | implicit),
                           implicit_tls_ports=frozenset(implicit), any_port=any_port)
@@ -123,7 +176,10 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
         problem = f"; {result.capture.problem}" if result.capture.problem else ""
         _fail(f"no SMTP sessions in {capture} ({result.capture.packets:,} packets, {where}"
               f"{problem}); try --port or --any-port")
-    report = _render(result, fmt, brief)
+    shared, sharing = share(result, scope, redact=redact or bool(redact_key) or keep_domains,
+                            key=redact_key.encode() if redact_key else None,
+                            keep_domains=keep_domains)
+    report = _render(shared, fmt, brief, sharing)
     if output:
         with open(output, "w", encoding="utf-8") as fh:
             fh.write(report)
@@ -132,12 +188,38 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     sys.exit(_exit_status(result, fail_on))
 
 
-def _render(result: Any, fmt: str, brief: bool) -> str:
+def _scope(session_ids: frozenset[int], failures_only: bool, clients: tuple[str, ...],
+           servers: tuple[str, ...]) -> Any:
+    from pcapsmtp.redact import Scope
+
+    return Scope(sessions=session_ids, failures_only=failures_only,
+                 clients=tuple(clients), servers=tuple(servers))
+
+
+def _render(result: Any, fmt: str, brief: bool, sharing: Any = None) -> str:
     if fmt == "json":
         from pcapsmtp.render import json as json_report
-        return json_report.render(result)
+        return _json_with(json_report, result, sharing)
+    if fmt == "markdown":
+        from pcapsmtp.render import markdown
+        return markdown.render(result, timelines=not brief, sharing=sharing)
+    if fmt == "html":
+        from pcapsmtp.render import html
+        return html.render(result, timelines=not brief, sharing=sharing)
     from pcapsmtp.render import text
-    return text.render(result, timelines=not brief)
+    return text.render(result, timelines=not brief, sharing=sharing)
+
+
+def _json_with(json_report: Any, result: Any, sharing: Any) -> str:
+    """The JSON report plus "shown" and "redacted" (category -> count) when cut or redacted."""
+    if sharing is None or (sharing.shown is None and sharing.redacted is None):
+        return json_report.render(result)
+    import json
+
+    data = json_report.to_dict(result)
+    data["shown"] = sharing.shown
+    data["redacted"] = sharing.redacted
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def _exit_status(result: Any, fail_on: str) -> int:

@@ -89,6 +89,9 @@ CERT_NAMES = "certificate names"
 FINGERPRINTS = "certificate fingerprints"
 FILES = "file names"
 CHALLENGES = "AUTH challenges"
+SINGULAR = {ADDRESSES: "address", HOSTS: "host name", EMAILS: "e-mail address",
+             CERT_NAMES: "certificate name", FINGERPRINTS: "certificate fingerprint",
+             FILES: "file name", CHALLENGES: "AUTH challenge"}
 CATEGORIES = (ADDRESSES, HOSTS, EMAILS, CERT_NAMES, FINGERPRINTS, FILES, CHALLENGES)
 
 _IPV4 = r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)"
@@ -119,7 +122,8 @@ class Sharing:
         """'4 addresses, 3 host names, ...' -- or None when the report is not redacted."""
         if self.redacted is None:
             return None
-        parts = [f"{n} {cat}" for cat, n in self.redacted.items() if n]
+        parts = [f"{n} {cat if n != 1 else SINGULAR.get(cat, cat)}"
+                 for cat, n in self.redacted.items() if n]
         return ", ".join(parts) if parts else "nothing needed replacing"
 
 

@@ -36,7 +36,10 @@ def lines(result: Analysis, timelines: bool = True, sharing: Any = None) -> Iter
     if sharing is not None and sharing.shown:
         yield from _wrap(f"report cut down: {sharing.shown}", "", "  ")
     yield ""
-    yield from summary(result.sessions)
+    if sharing is not None and sharing.shown and not result.sessions:
+        yield "No session matches."
+    else:
+        yield from summary(result.sessions)
     for finding in result.findings:
         yield ""
         yield from _wrap(f"Across sessions: {finding.summary}", "", "  ")
