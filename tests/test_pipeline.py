@@ -202,8 +202,8 @@ def test_bytes_sent_but_never_seen_show_in_the_senders_sequence_numbers(tmp_path
     conv.handshake()
     conv.server_sends(b"220 mx ESMTP\r\n")
     conv.client_sends(b"EHLO a\r\n")
-    (lost,) = conv.client_sends(b"MAIL FROM:<x@y>\r\n")  # never reaches the capture point
     conv.server_sends(b"250 mx\r\n")
+    (lost,) = conv.client_sends(b"MAIL FROM:<x@y>\r\n")  # never reaches the capture point
     conv.client_ack()  # seq already beyond the lost bytes; the server never ACKs them
     pkts = [p for p in conv.packets if p is not lost]
     s = only_session(conv.write(tmp_path / "x.pcap", pkts))
