@@ -68,9 +68,26 @@ class Session:
     verdict: Any = None  # rules.Finding
     notes: list[Any] = field(default_factory=list)  # rules.Finding
 
+    _kind_index: dict[str, list[tuple[int, Event]]] | None = field(
+        default=None, repr=False, compare=False)
+    _indexed_events: int = field(default=-1, repr=False, compare=False)
+
     def of_kind(self, *kinds: str) -> list[Event]:
-        """Events of the given kinds, in order: the rules' main question."""
-        return [e for e in self.events if e.kind in kinds]
+        """Events of the given kinds, in order: the rules' main question.
+
+        Every rule asks it several times of a finished session, so the events are
+        indexed by kind once (again only if the event list changed length).
+        """
+        if self._kind_index is None or self._indexed_events != len(self.events):
+            index: dict[str, list[tuple[int, Event]]] = {}
+            for i, e in enumerate(self.events):
+                index.setdefault(e.kind, []).append((i, e))
+            self._kind_index, self._indexed_events = index, len(self.events)
+        if len(kinds) == 1:
+            return [e for _, e in self._kind_index.get(kinds[0], ())]
+        hits = [pair for k in set(kinds) for pair in self._kind_index.get(k, ())]
+        hits.sort(key=lambda pair: pair[0])
+        return [e for _, e in hits]
 
 
 def endpoint(addr: tuple[str, int]) -> str:
