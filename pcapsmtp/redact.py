@@ -343,8 +343,10 @@ class Redactor:
         if not name:
             return
         name = name.strip().rstrip(".")
-        if name.startswith("*."):  # wildcard SAN: the domain under it is the name
-            name = name[2:]
+        if name.startswith("*."):  # wildcard SAN: "*." + the pseudonym of the name under it
+            bare = name[2:]
+            self._learn(name, lambda n=bare: "*." + self.names.host(n))
+            name = bare
         if name.startswith("[") or _is_ip(name) or "@" in name:
             return  # address literals and e-mail SANs are matched by pattern
         if all(_LABEL.match(label) for label in name.split(".")) and len(name) >= 2:
