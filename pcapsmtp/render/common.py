@@ -58,4 +58,4 @@ def ending_text(session: Session) -> str:
     e = ending(session)
     if e["closed_by"]:
         return f"{e['closed_by']} {e['how']}"
-    return str(e["how"])
+    return "open at end" if session.open_at_end else "no close"

@@ -89,18 +89,36 @@ def summary(sessions: list[Session]) -> Iterator[str]:
         yield "No SMTP sessions found (ports: see --port, or --any-port to find them by banner)."
         return
     tally = ", ".join(f"{code} {n}" for code, n in sorted(counts.items(), key=lambda x: -x[1]))
-    yield f"sessions: {len(sessions)}  ({tally})"
+    yield from _wrap(f"sessions: {len(sessions)}  ({tally})", "", "  ")
     attention = [s for s in sessions if not _code(s).startswith("ok")]
     if attention:
-        yield "needing attention: " + ", ".join(f"#{s.id} {_code(s)}" for s in attention)
+        yield from _wrap("needing attention: " + ", ".join(
+            f"#{s.id} {_code(s)}" for s in attention), "", "  ")
     yield ""
-    rows = [[s.id, endpoint(s.client), endpoint(s.server), utc(s.first_time, date=False),
-             f"{s.last_time - s.first_time:.3f}", s.packets, ending_text(s), _code(s)]
-            for s in sessions]
-    table = tabulate(rows, headers=["#", "client", "server", "start UTC", "secs", "pkts",
-                                    "ended", "verdict"],
-                     tablefmt="simple", disable_numparse=True)
-    yield from table.splitlines()
+    yield from session_table(sessions)
+
+
+# Columns of the summary table, least needed last: they are dropped from the end of this
+# list until the table fits the width (long verdicts and IPv6 addresses).
+_OPTIONAL = ["pkts", "start UTC", "ended"]
+
+
+def session_table(sessions: list[Session]) -> list[str]:
+    cells = {
+        "#": lambda s: s.id, "client": lambda s: endpoint(s.client),
+        "server": lambda s: endpoint(s.server), "start UTC": lambda s: utc(s.first_time, False),
+        "secs": lambda s: f"{s.last_time - s.first_time:.3f}", "pkts": lambda s: s.packets,
+        "ended": ending_text, "verdict": _code,
+    }
+    columns = list(cells)
+    while True:
+        rows = [[cells[c](s) for c in columns] for s in sessions]
+        lines = tabulate(rows, headers=columns, tablefmt="simple",
+                         disable_numparse=True).splitlines()
+        dropped = [c for c in _OPTIONAL if c in columns]
+        if max(map(len, lines)) <= WIDTH or not dropped:
+            return [_clip(line) for line in lines]
+        columns.remove(dropped[0])
 
 
 def _code(session: Session) -> str:
