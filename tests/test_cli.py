@@ -127,3 +127,17 @@ def test_text_report_fits_100_columns_and_is_deterministic(tmp_path: Path) -> No
     assert first.stdout == second.stdout
     assert max(len(line) for line in first.stdout.splitlines()) <= 100
     assert first.stdout.startswith("pcapsmtp ")
+
+
+SAMPLES = sorted((Path(__file__).resolve().parent.parent / "samples").glob("*.pcap"))
+
+
+def test_every_sample_report_fits_100_columns() -> None:
+    from pcapsmtp.analyze import analyze
+    from pcapsmtp.render import text
+
+    assert SAMPLES, "samples/ holds the lab's captures"
+    for path in SAMPLES:
+        report = text.render(analyze(str(path)))
+        too_wide = [line for line in report.splitlines() if len(line) > 100]
+        assert not too_wide, (path.name, too_wide[:3])
