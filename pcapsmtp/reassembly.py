@@ -25,11 +25,15 @@ What the events guarantee, and the judgement calls behind them:
   at the end of the data it carries (after that Data when it was in order; at
   once, before any missing bytes, when it was not), an RST at its own sequence
   number.  ``repeat`` marks the same flag sent again by that direction.
-- Gaps come from: an ACK beyond what we delivered when no buffered data starts at
-  the hole ("acked-unseen"; a capture that records an ACK before a delayed data
-  segment shows a Gap and then that segment as a Retransmission), the
+- Gaps come from: an ACK beyond what we delivered ("acked-unseen"), the
   out-of-order buffer overflowing ("out-of-order-flush"), ``finish`` ("end-of-
-  capture", also for bytes missing before a FIN) and snaplen cuts ("snaplen").
+  capture", also for bytes missing before a FIN), snaplen cuts ("snaplen") and,
+  at ``finish``, the sender's own later sequence numbers ("sent-unseen").
+- An ACK-revealed hole is held ACK_HOLD seconds of capture time before it is
+  declared: real captures (suricata-verify issue-4220 1flowB, arkime
+  smtp-decrypted) record the receiver's ACK microseconds before the data it
+  acknowledges.  Bytes that arrive within the hold are delivered; after it they
+  are Retransmissions.  So a Gap may be emitted a little after the frame it names.
 - Retransmission: bytes already delivered or already buffered.  Overlap: such
   bytes that differ from the first copy (only comparable within the last
   TAIL_KEEP delivered bytes).
@@ -140,6 +144,7 @@ StreamEvent = Data | Gap | Flag | Retransmission | Overlap
 # Implementation
 # --------------------------------------------------------------------------------------------
 
+_NEVER = float("inf")
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000
 _SLOW_FLAGS = SYN | FIN | RST
@@ -152,6 +157,9 @@ TAIL_KEEP = 256 << 10
 
 PROVENANCE_KEEP = 4096
 """Delivered segments whose frame we remember (bounds memory when segments are tiny)."""
+
+ACK_HOLD = 0.5
+"""Seconds of capture time an ACK-revealed hole waits for its bytes before it becomes a Gap."""
 
 MAX_ACK_JUMP = 1 << 30
 """An ACK further than this beyond what we delivered is garbage, not lost bytes: ignored.
@@ -173,7 +181,7 @@ class _Direction:
     __slots__ = (
         "name", "stats", "base_known", "tentative", "next", "next_seq", "window", "buf",
         "buf_bytes", "tail", "tail_start", "prov_offs", "prov_frames", "syn_seen", "fin",
-        "rst_seen", "probe", "fast", "acks", "sent_upto",
+        "rst_seen", "probe", "fast", "acks", "sent_upto", "pending",
     )
 
     def __init__(self, name: str, stats: DirectionStats) -> None:
@@ -202,6 +210,8 @@ class _Direction:
         # segment without data -- a bare ACK with seq beyond what we saw proves bytes were
         # sent that the capture never got (the record lost between client and server).
         self.sent_upto: tuple[int, int, float] | None = None
+        # An ACK-revealed hole not declared yet: (acked offset, frame, time of that ACK).
+        self.pending: tuple[int, int, float] | None = None
 
     def refresh(self) -> None:
         """Recompute the cached flags the hot path tests, after any slow-path change."""
@@ -272,7 +282,7 @@ class Connection:
     """
 
     __slots__ = ("client", "server", "stats", "_caddr", "_cport", "_c", "_s", "_max_buffer",
-                 "_tail_keep", "_tail_trim")
+                 "_tail_keep", "_tail_trim", "_deadline")
 
     def __init__(
         self,
@@ -292,6 +302,7 @@ class Connection:
         self._tail_keep = tail_keep
         # Trim only when the tail reaches twice what we keep: amortises the memmove.
         self._tail_trim = 2 * tail_keep
+        self._deadline = _NEVER  # capture time after which a held ACK-revealed hole is declared
 
     # -- public ---------------------------------------------------------------------------
 
@@ -303,6 +314,8 @@ class Connection:
             d, o = self._s, self._c
         d.stats.segments += 1
         events: list[StreamEvent] = []
+        if seg.time > self._deadline:
+            self._expire(seg.time, events)
         flags = seg.flags
         if (
             flags & _SLOW_FLAGS
@@ -329,6 +342,7 @@ class Connection:
         """End of capture: declare every hole still open, then deliver what waited behind it."""
         events: list[StreamEvent] = []
         for d in (self._c, self._s):
+            self._declare_pending(d, events)
             fin_beyond = d.fin is not None and d.fin[0] > d.next
             if (d.buf or fin_beyond) and d.probe is not None and d.probe[0] == d.next:
                 self._deliver_probe(d, events)  # more bytes followed: the probe byte was data
@@ -409,9 +423,42 @@ class Connection:
         acked = o.unwrap(seg.ack)
         if o.fin is not None and acked > o.fin[0]:
             acked = o.fin[0]  # the ACK of the FIN itself is not data
-        if o.next < acked <= o.next + MAX_ACK_JUMP:
-            self._fill_hole(o, acked, seg.frame, seg.time, "acked-unseen", events)
+        if not o.next < acked <= o.next + MAX_ACK_JUMP:
+            return
+        if o.probe is not None and o.probe[0] == o.next:
+            self._deliver_probe(o, events)  # the ACK covers the probe byte: it was data
             o.refresh()
+        if acked <= o.next:
+            return
+        p = o.pending
+        if p is None:
+            o.pending = (acked, seg.frame, seg.time)
+            self._deadline = min(self._deadline, seg.time + ACK_HOLD)
+        elif acked > p[0]:
+            o.pending = (acked, p[1], p[2])
+
+    def _expire(self, now: float, events: list) -> None:
+        """Declare the ACK-revealed holes whose hold has run out by capture time ``now``."""
+        deadline = _NEVER
+        for d in (self._c, self._s):
+            p = d.pending
+            if p is None:
+                continue
+            if now > p[2] + ACK_HOLD:
+                self._declare_pending(d, events)
+            else:
+                deadline = min(deadline, p[2] + ACK_HOLD)
+        self._deadline = deadline
+
+    def _declare_pending(self, d: _Direction, events: list) -> None:
+        """What an ACK proved was sent and the capture still lacks becomes Gap."""
+        p = d.pending
+        if p is None:
+            return
+        d.pending = None
+        if p[0] > d.next:
+            self._fill_hole(d, p[0], p[1], p[2], "acked-unseen", events)
+            d.refresh()
 
     def _fill_hole(
         self, d: _Direction, upto: int, frame: int, time: float, reason: str, events: list

@@ -243,6 +243,52 @@ def test_gap_revealed_by_ack_then_data_continues() -> None:
     assert conn.stats.S.gaps == 1 and conn.stats.S.gap_bytes == 20
 
 
+def test_ack_revealed_gap_is_declared_once_the_hold_runs_out() -> None:
+    s = SISN + 1
+    conn = Connection(CLIENT, SERVER)
+    for x in handshake():
+        conn.add(x)
+    assert conn.add(seg(4, "S", s, CISN + 1, ACK, b"220 ready\r\n")) == [
+        Data("S", 0, b"220 ready\r\n", 4, 0.4)
+    ]
+    assert conn.add(seg(5, "C", CISN + 1, s + 31)) == []  # held: the bytes may be late
+    assert conn.add(seg(6, "S", s + 31, CISN + 1, ACK, b"250 ok\r\n")) == []  # after the hole
+    # frame 20 is 1.5 s after the ACK (ACK_HOLD is 0.5 s): the hole is declared first
+    assert conn.add(seg(20, "C", CISN + 1, s + 39)) == [
+        Gap("S", 11, 20, 5, 0.5, "acked-unseen"),
+        Data("S", 31, b"250 ok\r\n", 6, 0.6),
+    ]
+    late = conn.add(seg(21, "S", s + 11, CISN + 1, ACK, b"x" * 20))  # too late: not data
+    assert late == [Retransmission("S", 21, 2.1, 11, 20, None)]
+    assert conn.finish() == []
+
+
+def test_data_captured_just_after_its_ack_is_delivered_not_a_gap() -> None:
+    """Seen in real captures: the receiver's ACK is recorded microseconds before the data."""
+    c = CISN + 1
+    segs = handshake() + [
+        seg(4, "C", c, SISN + 1, ACK, b"A" * 10),
+        seg(5, "S", SISN + 1, c + 30),  # ACKs 30 bytes; only 10 captured so far
+        seg(6, "C", c + 10, SISN + 1, ACK, b"B" * 10),
+        seg(7, "C", c + 20, SISN + 1, ACK, b"C" * 10),
+    ]
+    conn = Connection(CLIENT, SERVER)
+    events = run(segs, conn)
+    assert stream(events, "C") == b"A" * 10 + b"B" * 10 + b"C" * 10
+    assert not of(events, Gap) and conn.stats.C.retransmissions == 0
+
+
+def test_sender_seq_beyond_captured_data_is_a_sent_unseen_gap_at_finish() -> None:
+    c = CISN + 1
+    segs = handshake() + [
+        seg(4, "C", c, SISN + 1, ACK, b"EHLO a\r\n"),
+        # "MAIL FROM:<x@y>\r\n" (17 bytes) lost before the capture point, never ACKed
+        seg(5, "C", c + 25, SISN + 1),  # the client's bare ACK already uses seq 25
+    ]
+    events = run(segs)
+    assert of(events, Gap) == [Gap("C", 8, 17, 5, 0.5, "sent-unseen")]
+
+
 def test_ack_beyond_stops_at_buffered_data() -> None:
     c = CISN + 1
     segs = handshake() + [
