@@ -98,6 +98,33 @@ def test_fin_during_client_hello() -> None:
     assert "the server closed" in s.verdict.summary
 
 
+def test_alert_after_the_peers_fin_is_a_reaction_not_the_cause() -> None:
+    """server-closes-on-clienthello: server FIN, then the client's decode_error, then RST."""
+    b = upto_starttls().client_hello()
+    hello_frame = b.last.frame
+    b.fin("S")
+    fin_frame = b.last.frame
+    b.alert("C", description=50)
+    alert_frame = b.last.frame
+    s = b.rst("S").build()
+    assert verdict(s) == "tls-closed-during-handshake"
+    summary = s.verdict.summary
+    assert "during ClientHello" in summary
+    assert f"the server closed 0.010 s later (FIN, frame {fin_frame}" in summary
+    assert "The client reacted to the server's close with a fatal alert decode_error (50)" \
+        in summary
+    assert "not its cause" in summary
+    assert [hello_frame, fin_frame, alert_frame] == frames(s)[:3]
+    assert "server's log" in s.verdict.next_step
+    notes = [n.code for n in s.notes]
+    assert "tls-handshake-alert" not in notes
+
+
+def test_alert_before_the_peers_fin_still_decides() -> None:
+    s = upto_starttls().client_hello().alert("S", description=40).fin("S").build()
+    assert verdict(s) == "tls-handshake-alert"
+
+
 def test_client_closes_after_server_hello_done() -> None:
     s = (upto_starttls().client_hello().server_hello().certificate()
          .hs("S", "ServerHelloDone").rst("C").build())

@@ -112,29 +112,67 @@ def _close_text(session: Session, after: Event) -> tuple[str, Event | None]:
             f"({kind}, {where(session, c)})", c)
 
 
+def _alert_name(a: Event) -> str | None:
+    desc = f(a, "description")
+    return alert_name(desc) if isinstance(desc, int) else None
+
+
+def _alert_what(a: Event, article: bool = True) -> str:
+    """'a fatal alert decode_error (50)' / 'an encrypted alert (...)'."""
+    name = _alert_name(a)
+    if not name:
+        return "an encrypted alert (its description is not visible)"
+    level = {1: "warning", 2: "fatal"}.get(f(a, "level"), "")
+    what = f"{level} alert {name} ({f(a, 'description')})".strip()
+    return (f"a {what}" if article else what)
+
+
+def _handshake_alerts(session: Session) -> list[Event]:
+    """Alerts sent before the handshake completed (afterwards: normally close_notify)."""
+    if handshake_complete(session):
+        done = completion_event(session)
+        return [a for a in session.of_kind("tls-alert")
+                if done is None or (a.time, a.frame) < (done.time, done.frame)]
+    return session.of_kind("tls-alert")
+
+
+def _peer_closed_before(session: Session, a: Event) -> Event | None:
+    """The other side's FIN/RST that came before alert ``a``, if any."""
+    for c in closes(session):
+        if (c.time, c.frame) >= (a.time, a.frame):
+            return None
+        if c.direction != a.direction:
+            return c
+    return None
+
+
+def deciding_alert(session: Session) -> Event | None:
+    """The handshake alert that decides the verdict, if one does.
+
+    An alert decides only when it precedes the other side's FIN/RST: an alert
+    sent after the peer already closed is the sender's reaction to that close
+    (a client answering a bare FIN with decode_error), not its cause.
+    """
+    alerts = _handshake_alerts(session)
+    if not alerts or _peer_closed_before(session, alerts[0]) is not None:
+        return None
+    return alerts[0]
+
+
 @rule
 def handshake_alert(session: Session) -> Finding | None:
     """``tls-handshake-alert``: an alert ended the handshake; name its sender and description.
 
     Only alerts before the handshake completed: afterwards an (encrypted)
-    alert is normally close_notify, part of an orderly end.
+    alert is normally close_notify, part of an orderly end.  And only an alert
+    that came before the other side closed: after it, the alert is a reaction
+    (``closed_during_handshake`` names the close and mentions the alert).
     """
-    if handshake_complete(session):
-        done = completion_event(session)
-        alerts = [a for a in session.of_kind("tls-alert")
-                  if done is None or (a.time, a.frame) < (done.time, done.frame)]
-    else:
-        alerts = session.of_kind("tls-alert")
-    if not alerts:
+    a = deciding_alert(session)
+    if a is None:
         return None
-    a = alerts[0]
-    desc = f(a, "description")
-    name = alert_name(desc) if isinstance(desc, int) else None
-    level = {1: "warning", 2: "fatal"}.get(f(a, "level"), "")
-    if name:
-        what = f"{level} alert {name} ({desc})".strip()
-    else:
-        what = "an encrypted alert (its description is not visible)"
+    name = _alert_name(a)
+    what = _alert_what(a, article=False)
     hint = ALERT_HINTS.get(name or "", "")
     h = hello(session)
     evidence = []
@@ -226,7 +264,7 @@ def closed_during_handshake(session: Session) -> Finding | None:
         )
     if tls_began(session) is None or handshake_complete(session):
         return None
-    if session.of_kind("tls-alert"):
+    if deciding_alert(session) is not None:
         return None  # handshake_alert speaks
     if not session.of_kind("tls-client-hello"):
         return None  # no ClientHello after STARTTLS: starttls.py speaks
@@ -252,14 +290,32 @@ def closed_during_handshake(session: Session) -> Finding | None:
         evidence.append(ev(c))
     elif not not_tls:
         return None  # capture ended mid-handshake: capture-incomplete speaks
+    alert_txt = "no alert was sent"
+    closer = f"{who(c.direction)}" if c is not None else "closing side"
+    late = [a for a in _handshake_alerts(session) if c is not None
+            and (a.time, a.frame) > (c.time, c.frame) and a.direction != c.direction]
+    if late and c is not None:
+        a = late[0]
+        alert_txt = "no alert came before the close"
+        extra += (f" The {who(a.direction)} reacted to the {who(c.direction)}'s close with "
+                  f"{_alert_what(a)} ({where(session, a)}): a consequence of the close, "
+                  "not its cause.")
+        evidence.append(ev(a, f"{who(a.direction)} alert after the close: "
+                              f"{_alert_name(a) or 'encrypted'}"))
+        after = [x for x in closes(session) if (x.time, x.frame) > (a.time, a.frame)]
+        if after:
+            r = after[0]
+            extra += (f" The {who(r.direction)}'s stack then sent "
+                      f"{'RST' if r.kind == 'tcp-rst' else 'FIN'} ({where(session, r)}).")
+            evidence.append(ev(r))
     return Finding(
         code="tls-closed-during-handshake",
-        summary=f"The TLS handshake stopped {stage} ({where(session, anchor)}); no alert was "
-        f"sent; {closing}.{extra}",
+        summary=f"The TLS handshake stopped {stage} ({where(session, anchor)}); {alert_txt}; "
+        f"{closing}.{extra}",
         evidence=evidence,
-        cannot_prove="why the closing side gave up: without an alert only its TLS log says "
+        cannot_prove=f"why the {closer} gave up: without an alert only its TLS log says "
         "(a cipher/version mismatch, certificate check, or a middlebox cutting TLS)",
-        next_step="check the TLS error in the closing side's log at this time; test the "
+        next_step=f"check the TLS error in the {closer}'s log at this time; test the "
         "handshake with `openssl s_client -starttls smtp -connect host:25` from the client",
         verdict=c is not None,
         severity="error",
