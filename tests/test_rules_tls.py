@@ -72,6 +72,64 @@ def test_silent_but_capture_ended_is_incomplete() -> None:
     assert verdict(s) == "capture-incomplete"
 
 
+def test_record_lost_before_server_side_capture_is_named() -> None:
+    """tls-server-silent.pcap: a later client ACK proves 54 bytes were sent, never seen."""
+    b = upto_starttls().tls12_handshake()
+    fin_frame = b.last.frame
+    b.retrans("S", offset=1452, length=242, original_frame=fin_frame)
+    b.gap("C", length=54, reason="sent-unseen", offset=313)
+    gap_frame = b.last.frame
+    b.wait(4.8).app_data("S", length=74).alert("S", description=0, level=1, encrypted=True)
+    s = b.fin("S").build(open_at_end=True)
+    assert verdict(s) == "tls-client-silent-after-handshake"
+    summary = s.verdict.summary
+    assert (f"the client's sequence numbers show it sent 54 bytes after the handshake "
+            f"(frame {gap_frame},") in summary
+    assert "its first TLS record was lost between the client and this capture point" in summary
+    assert "the client sent no TLS record" not in summary
+    assert "capture ended before the client's FIN" in summary
+    assert {fin_frame, gap_frame} <= set(frames(s))
+    assert "client side" in s.verdict.next_step
+    assert "firewall" in s.verdict.next_step
+    assert "too small for an MTU problem" in s.verdict.cannot_prove
+    assert "capture-incomplete" in [n.code for n in s.notes]
+
+
+def test_bytes_missing_only_from_the_capture_void_the_silence() -> None:
+    """acked-unseen: the server acknowledged bytes the capture lacks; the client did speak."""
+    b = upto_starttls().tls12_handshake().gap("C", length=54, reason="acked-unseen", offset=313)
+    s = b.wait(5).app_data("S").fin("S").build(open_at_end=True)
+    assert verdict(s) == "capture-incomplete"
+
+
+def test_unacknowledged_record_at_the_client_is_server_silence() -> None:
+    """tls-server-silent.client.pcap: the record is retransmitted past the server's 421."""
+    b = upto_starttls().tls12_handshake().app_data("C", length=49)
+    rec = b.last.frame
+    for _ in range(3):
+        b.wait(0.4).retrans("C", offset=313, length=54, original_frame=rec)
+    b.wait(4).app_data("S", length=74).alert("S", description=0, level=1, encrypted=True)
+    answer = b.last.frame - 1
+    b.fin("S").wait(1.5).retrans("C", offset=313, length=54, original_frame=rec)
+    last_rt = b.last.frame
+    s = b.build(open_at_end=True)
+    assert verdict(s) == "tls-server-silent-after-handshake"
+    summary = s.verdict.summary
+    assert f"the client sent its first record (frame {rec}," in summary
+    assert "retransmitted it 4 time(s)" in summary
+    assert "not an answer" in summary
+    assert {rec, answer, last_rt} <= set(frames(s))
+    assert "server side" in s.verdict.next_step
+
+
+def test_server_record_after_the_last_retransmission_is_an_answer() -> None:
+    b = upto_starttls().tls12_handshake().app_data("C")
+    rec = b.last.frame
+    s = (b.retrans("C", offset=313, length=54, original_frame=rec).app_data("S")
+         .app_data("C").app_data("S").fin("C").fin("S").build())
+    assert verdict(s) == "ok"
+
+
 def test_handshake_alert_names_sender_and_description() -> None:
     b = upto_starttls().client_hello(versions=(), suites=(0x0005, 0x000A), legacy_version=0x0301)
     s = b.alert("S", description=40).fin("S").build()

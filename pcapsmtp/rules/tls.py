@@ -354,6 +354,30 @@ def _records_after(session: Session, direction: str, t: tuple[float, int]) -> li
             if e.direction == direction and (e.time, e.frame) > t]
 
 
+def _retransmissions_of(session: Session, rec: Event) -> list[Event]:
+    """Later TCP retransmissions carrying bytes of record ``rec`` (its sender had no ACK)."""
+    start, end = rec.fields.get("start"), rec.fields.get("end")
+    out = []
+    for r in session.of_kind("tcp-retransmission"):
+        if r.direction != rec.direction or (r.time, r.frame) <= (rec.time, rec.frame):
+            continue
+        off, length = r.fields.get("offset"), r.fields.get("length")
+        if isinstance(start, int) and isinstance(end, int) and isinstance(off, int):
+            if off < end and off + int(length or 0) > start:
+                out.append(r)
+        elif r.fields.get("original_frame") == rec.frame:
+            out.append(r)
+    return out
+
+
+def _lost_after(session: Session, direction: str, t_done: tuple[float, int]) -> list[Event]:
+    """``sent-unseen`` gaps after the handshake: bytes the sender's sequence numbers prove
+    it sent, which never reached the capture point and which the receiver never acknowledged
+    (an ACK from the receiver would have made them an ``acked-unseen`` gap instead)."""
+    return [g for g in gaps(session, direction) if f(g, "reason") == "sent-unseen"
+            and (g.time, g.frame) > t_done]
+
+
 @rule
 def silent_after_handshake(session: Session) -> Finding | None:
     """``tls-client-silent-after-handshake`` / ``tls-server-silent-after-handshake``.
@@ -363,6 +387,14 @@ def silent_after_handshake(session: Session) -> Finding | None:
     silent; if it did, and the other never answered after it, that side is.
     (A TLS 1.3 server's NewSessionTickets travel as application data before
     the client's first record; only records after it count as an answer.)
+
+    A record the sender still retransmitted after the peer's later records was
+    never acknowledged: those records (an encrypted 421 before the close) are
+    the peer giving up, not an answer.  The verdict needs a close after the
+    silence; the capture ending before the *other* side's FIN does not void it.
+    A ``sent-unseen`` gap in the silent side's direction after the handshake is
+    what the capture point saw of a record lost on the way: the verdict stands
+    (it is what this side saw) and the summary says the bytes were sent.
     """
     done = completion_event(session)
     if done is None:
@@ -370,22 +402,29 @@ def silent_after_handshake(session: Session) -> Finding | None:
     first_speaker = "S" if session.implicit_tls else "C"
     t_done = (done.time, done.frame)
     owed = _records_after(session, first_speaker, t_done)
+    rts: list[Event] = []
+    late_records: list[Event] = []
     if owed:
         first = owed[0]
         answer_side = "S" if first_speaker == "C" else "C"
-        answered = _records_after(session, answer_side, (first.time, first.frame))
+        rts = _retransmissions_of(session, first)
+        last_rt = (rts[-1].time, rts[-1].frame) if rts else None
+        later = _records_after(session, answer_side, (first.time, first.frame))
+        answered = [r for r in later if last_rt is None or (r.time, r.frame) > last_rt]
         if answered:
             return None
+        late_records = later
         silent, anchor = answer_side, first
     else:
         silent, anchor = first_speaker, done
-    if session.open_at_end or not closes(session):
-        return None
-    if gaps(session, silent):
+    lost = _lost_after(session, silent, t_done) if anchor is done else []
+    if any(g not in lost for g in gaps(session, silent)):
         return None  # the silent side's bytes may be in what the capture lacks
+    closing, c = _close_text(session, anchor)
+    if c is None:
+        return None  # nobody gave up within the capture: capture-incomplete speaks
     code = ("tls-client-silent-after-handshake" if silent == "C"
             else "tls-server-silent-after-handshake")
-    closing, c = _close_text(session, anchor)
     speaker = who(other_of(silent))
     inferred = bool(f(done, "inferred", default=False))
     fin_txt = (f"{version_text(session)} handshake completed ("
@@ -393,33 +432,80 @@ def silent_after_handshake(session: Session) -> Finding | None:
                f"{where(session, done)})")
     evidence = [ev(done, f"handshake complete: {who(done.direction)} Finished"
                          f"{' (inferred from record order)' if inferred else ''}")]
-    if anchor is done:
+    cannot = (f"whether the {who(silent)} sent the record and it was lost on the way "
+              f"(a middlebox, an MTU problem) or never sent it")
+    step = (f"capture on the {who(silent)} side too, and compare with `pcapsmtp compare`; "
+            f"check the {who(silent)}'s log for a TLS or timeout error at "
+            f"+{rel(session, done.time):.1f} s")
+    if anchor is done and lost:
+        g = lost[0]
+        n = sum(int(f(x, "length", default=0)) for x in lost)
+        body = (f"no TLS record from the {who(silent)} arrived here afterwards, but the "
+                f"{who(silent)}'s sequence numbers show it sent {n} bytes after the handshake "
+                f"({where(session, g)}) that never arrived here: its first TLS record was lost "
+                f"between the {who(silent)} and this capture point, and the "
+                f"{speaker} never acknowledged it")
+        evidence.append(ev(g, f"{who(silent)} segment whose sequence number is {n} bytes "
+                              "beyond what arrived: sent, never captured, never acknowledged"))
+        mtu = "" if n >= 1000 else f"; {n} bytes is too small for an MTU problem"
+        cannot = (f"where between the {who(silent)} and this capture point the record was "
+                  f"dropped (a firewall, IPS or TLS/SMTP-inspecting middlebox{mtu}), and what "
+                  "it said (it is encrypted)")
+        step = (f"capture on the {who(silent)} side too: its first record and the "
+                f"retransmissions of it should be there (compare with `pcapsmtp compare`); "
+                f"check the path between the {who(silent)} and this point (firewall, IPS, "
+                "TLS or SMTP inspection) for drops of TLS application records")
+    elif anchor is done:
         body = f"the {who(silent)} sent no TLS record afterwards"
     else:
         body = (f"the {speaker} sent its first record ({where(session, anchor)}) and the "
                 f"{who(silent)} never answered it")
         evidence.append(ev(anchor, f"{speaker}'s first application record"))
+        if rts:
+            last = rts[-1]
+            body += (f": the {speaker} retransmitted it {len(rts)} time(s) over "
+                     f"{fmt_s(last.time - anchor.time)} (last {where(session, last)}), so no "
+                     f"acknowledgement came back")
+            evidence += [ev(r, f"{speaker} retransmits its first record") for r in rts[:3]]
+            if len(rts) > 3:
+                evidence.append(ev(last, f"{speaker} retransmits its first record (last)"))
+            cannot = (f"whether the record was lost on the way to the {who(silent)} or the "
+                      f"{who(silent)}'s acknowledgements on the way back; a capture on the "
+                      f"{who(silent)} side tells (if the record is missing there, the path "
+                      "dropped it)")
+            step = (f"capture on the {who(silent)} side too and compare with `pcapsmtp "
+                    f"compare`; check the path (firewall, IPS, TLS or SMTP inspection) for "
+                    f"drops of TLS application records; check the {who(silent)}'s log for "
+                    "this connection (a timeout waiting for the client's command)")
+        if late_records:
+            r = late_records[0]
+            body += (f". The {who(silent)}'s only later record(s) ({len(late_records)}, from "
+                     f"{where(session, r)}) did not acknowledge it: they are the "
+                     f"{who(silent)} giving up (typically an encrypted 421 timeout), not an "
+                     "answer")
+            evidence.append(ev(r, f"{who(silent)} record that does not acknowledge the "
+                                  f"{speaker}'s record"))
     other_records = [e for e in _records_after(session, other_of(silent), (anchor.time,
                                                                            anchor.frame))
                      if e is not anchor]
     if other_records and anchor is done:
         r = other_records[0]
         body += (f"; the {who(r.direction)} sent {len(other_records)} encrypted record(s) "
-                 f"{fmt_s(r.time - done.time)} later ({where(session, r)}) -- an Exchange "
-                 "server writes `451 4.7.0 Timeout waiting for client input` here")
+                 f"{fmt_s(r.time - done.time)} later ({where(session, r)}), its timeout "
+                 "message (Exchange: `451 4.7.0 Timeout waiting for client input`, Postfix: "
+                 "`421 4.4.2 ... Error: timeout exceeded`)")
         evidence.append(ev(r))
-    if c is not None:
-        evidence.append(ev(c))
+    evidence.append(ev(c))
+    evidence.sort(key=lambda x: (x.time or 0.0, x.frame or 0))
     closing = closing[0].upper() + closing[1:]
+    if session.open_at_end:
+        closing += f"; the capture ended before the {who(other_of(c.direction))}'s FIN"
     return Finding(
         code=code,
         summary=f"{fin_txt}; {body}. {closing}.",
         evidence=evidence,
-        cannot_prove=f"whether the {who(silent)} sent the record and it was lost on the way "
-        f"(a middlebox, an MTU problem) or never sent it",
-        next_step=f"capture on the {who(silent)} side too, and compare with `pcapsmtp compare`; "
-        f"check the {who(silent)}'s log for a TLS or timeout error at "
-        f"+{rel(session, done.time):.1f} s",
+        cannot_prove=cannot,
+        next_step=step,
         verdict=True,
         severity="error",
     )
