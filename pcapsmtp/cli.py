@@ -199,7 +199,7 @@ def _scope(session_ids: frozenset[int], failures_only: bool, clients: tuple[str,
 def _render(result: Any, fmt: str, brief: bool, sharing: Any = None) -> str:
     if fmt == "json":
         from pcapsmtp.render import json as json_report
-        return _json_with(json_report, result, sharing)
+        return json_report.render(result, sharing)
     if fmt == "markdown":
         from pcapsmtp.render import markdown
         return markdown.render(result, timelines=not brief, sharing=sharing)
@@ -208,18 +208,6 @@ def _render(result: Any, fmt: str, brief: bool, sharing: Any = None) -> str:
         return html.render(result, timelines=not brief, sharing=sharing)
     from pcapsmtp.render import text
     return text.render(result, timelines=not brief, sharing=sharing)
-
-
-def _json_with(json_report: Any, result: Any, sharing: Any) -> str:
-    """The JSON report plus "shown" and "redacted" (category -> count) when cut or redacted."""
-    if sharing is None or (sharing.shown is None and sharing.redacted is None):
-        return json_report.render(result)
-    import json
-
-    data = json_report.to_dict(result)
-    data["shown"] = sharing.shown
-    data["redacted"] = sharing.redacted
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def _exit_status(result: Any, fail_on: str) -> int:

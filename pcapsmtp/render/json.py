@@ -20,10 +20,15 @@ from pcapsmtp.timeline import Event, Session, endpoint
 SCHEMA = "pcapsmtp/1"
 
 
-def render(result: Analysis) -> str:
+def render(result: Analysis, sharing: Any = None) -> str:
+    """``sharing`` (a redact.Sharing) adds "shown" (the cut) and "redacted" (counts)."""
+    data = to_dict(result)
+    if sharing is not None and (sharing.shown is not None or sharing.redacted is not None):
+        data["shown"] = sharing.shown
+        data["redacted"] = sharing.redacted
     # Compact on purpose: with indent, json falls back to its pure-Python encoder,
     # which took half the run time on a large capture.  Pipe through `jq .` to read.
-    return json.dumps(to_dict(result), ensure_ascii=False, separators=(",", ":")) + "\n"
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def to_dict(result: Analysis) -> dict[str, Any]:
