@@ -179,3 +179,35 @@ def test_early_talk_tolerated_with_delivery_is_ok_with_note() -> None:
          .reply(250, "mx.example", answers="EHLO").message().quit().build(open_at_end=True))
     assert verdict(s) == "ok"  # 221 ends the dialogue even if the capture stops before FIN
     assert any(n.code == "pipelining-tolerated" for n in s.notes)
+
+
+def upto_354(data_frame: list[int]) -> SessionBuilder:
+    b = (SessionBuilder().handshake().banner().ehlo()
+         .cmd("MAIL FROM:<a@example.org>").reply(250, "2.1.0 Ok")
+         .cmd("RCPT TO:<b@example.net>").reply(250, "2.1.5 Ok").cmd("DATA"))
+    data_frame.append(b.last.frame)
+    return b.reply(354, "End data with <CR><LF>.<CR><LF>")
+
+
+def test_body_starting_in_a_gap_is_not_sent_before_354() -> None:
+    """pmtu-blackhole.pcap: the body's first byte is in a hole, so its first_frame names the
+    DATA frame (the last one before the hole); that is not the body riding with DATA."""
+    data: list[int] = []
+    b = upto_354(data).gap("C", length=5792, reason="end-of-capture", offset=91)
+    b.body(size=5948, same_frame=True, first_frame=data[0], start=91, end=6042)
+    s = b.wait(5).reply(421, "4.4.2 mx.example Error: timeout exceeded").fin("S").build()
+    diagnose(s, strict=True)
+    assert s.verdict.code != "pipelining-violation"
+    assert not any(n.code.startswith("pipelining") for n in s.notes)
+
+
+def test_body_in_the_data_segment_without_a_gap_is_still_early() -> None:
+    data: list[int] = []
+    b = (SessionBuilder().handshake().banner().ehlo()
+         .cmd("MAIL FROM:<a@example.org>").reply(250, "2.1.0 Ok")
+         .cmd("RCPT TO:<b@example.net>").reply(250, "2.1.5 Ok").cmd("DATA"))
+    data.append(b.last.frame)
+    b.reply(354, "go").body(size=300, first_frame=data[0], start=91, end=391)
+    s = b.reply(554, "5.5.0 SMTP synchronization error", answers="BODY").fin("S").build()
+    assert verdict(s) == "pipelining-violation"
+    assert "before the 354" in s.verdict.summary

@@ -284,6 +284,23 @@ def _client_talk(session: Session) -> list[Event]:
             and e.kind in ("smtp-command", "smtp-body", "smtp-auth-data", "smtp-unparsed")]
 
 
+def _first_frame_known(session: Session, e: Event) -> bool:
+    """Whether ``e.first_frame`` really carried its first byte.
+
+    When that byte lies in a capture gap, no frame carried it here: the frame
+    the timeline names is the last one before the gap (in the PMTU black hole,
+    the DATA command's frame), which must not read as "the body came with DATA".
+    """
+    start = e.fields.get("start")
+    if not isinstance(start, int):
+        return True
+    for g in gaps(session, e.direction):
+        off, length = g.fields.get("offset"), g.fields.get("length")
+        if isinstance(off, int) and off <= start < off + int(length or 0):
+            return False
+    return True
+
+
 @rule
 def pipelining(session: Session) -> Finding | None:
     """``pipelining-violation``: the client talked before the reply it had to wait for.
@@ -341,7 +358,8 @@ def pipelining(session: Session) -> Finding | None:
         if verb(c) != "DATA" or r is None or reply_code(r) != 354:
             continue
         early = [b for b in bodies if c.frame <= b.frame < r.frame
-                 or (b.first_frame is not None and c.frame <= b.first_frame < r.frame)]
+                 or (_first_frame_known(session, b) and b.first_frame is not None
+                     and c.frame <= b.first_frame < r.frame)]
         if early:
             found.append((early[0], f"the message body ({where(session, early[0])}) was sent "
                                     f"before the 354 reply to DATA ({where(session, r)})"))
