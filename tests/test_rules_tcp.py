@@ -89,6 +89,77 @@ def test_pmtu_blackhole() -> None:
     assert "354" in s.verdict.evidence[0].what
 
 
+def body_sent_after_354() -> SessionBuilder:
+    return (SessionBuilder().handshake().banner().ehlo()
+            .cmd("MAIL FROM:<a@example.org>").reply(250, "2.1.0 Ok")
+            .cmd("RCPT TO:<b@example.net>").reply(250, "2.1.5 Ok")
+            .cmd("DATA").reply(354, "End data with <CR><LF>.<CR><LF>"))
+
+
+def test_pmtu_from_the_client_side_past_the_servers_421() -> None:
+    """pmtu-blackhole.client.pcap: the server's 421 and FIN do not acknowledge the segment
+    (the client still retransmits it afterwards); the capture ends before the client's FIN."""
+    b = body_sent_after_354().body(size=5948, start=91, end=6042)
+    first = b.last.frame
+    for pause in (0.2, 0.4, 0.8, 1.6):
+        b.wait(pause).retrans("C", 91, 1448, first)
+    b.wait(2).reply(421, "4.4.2 mx.example Error: timeout exceeded", answers="BODY")
+    said = b.last.frame
+    b.fin("S").wait(1.5).retrans("C", 91, 1448, first)
+    last = b.last.frame
+    s = b.build(open_at_end=True)
+    assert verdict(s) == "pmtu-blackhole"
+    summary = s.verdict.summary
+    assert "1448-byte segment" in summary and "retransmitted it 5 times" in summary
+    assert f"last frame {last}," in summary
+    assert f"said `421 4.4.2 mx.example Error: timeout exceeded` (frame {said}," in summary
+    assert "354" in s.verdict.evidence[0].what
+    assert last in frames(s)
+
+
+def test_full_size_retransmission_then_answered_is_not_pmtu() -> None:
+    b = body_sent_after_354().body(size=5948)
+    first = b.last.frame
+    b.wait(0.2).retrans("C", 91, 1448, first).wait(0.4).retrans("C", 91, 1448, first)
+    s = b.reply(250, "2.0.0 Ok: queued").quit().fin("C").build()
+    assert verdict(s) == "ok"
+
+
+def test_pmtu_from_the_server_side_hole_never_filled() -> None:
+    """pmtu-blackhole.pcap: four full-size segments missing, the small tail arrived, the
+    server waited and timed out."""
+    b = body_sent_after_354().gap("C", length=5792, reason="end-of-capture", offset=91)
+    hole = b.last.frame
+    b.body(size=5948, same_frame=True, start=91, end=6042)
+    b.wait(5).reply(421, "4.4.2 mx.example Error: timeout exceeded", answers="BODY")
+    said = b.last.frame
+    s = b.fin("S").build(open_at_end=True)
+    assert verdict(s) == "pmtu-blackhole"
+    summary = s.verdict.summary
+    assert summary.startswith("A hole of 5,792 client bytes (4 full-size segments of 1448 "
+                              "bytes) in the message body never arrived, while the 159 bytes "
+                              f"after it did (frame {hole},")
+    assert "never covered the hole" in summary
+    assert f"(frame {said}," in summary
+    assert frames(s) == [hole, said]
+    assert "client side" in s.verdict.next_step
+    assert not any(n.code.startswith("pipelining") for n in s.notes)
+
+
+@pytest.mark.parametrize("reason,length,answer", [
+    ("acked-unseen", 5792, (421, "4.4.2 timeout exceeded")),  # the server got them
+    ("snaplen", 5792, (421, "4.4.2 timeout exceeded")),  # the capture cut them
+    ("end-of-capture", 1448, (421, "4.4.2 timeout exceeded")),  # one segment: plain loss
+    ("end-of-capture", 5792, (250, "2.0.0 Ok: queued")),  # the server was not waiting
+])
+def test_holes_that_are_not_pmtu(reason: str, length: int, answer: tuple[int, str]) -> None:
+    b = body_sent_after_354().gap("C", length=length, reason=reason, offset=91)
+    b.body(size=5948, same_frame=True, start=91, end=6042)
+    s = b.wait(5).reply(*answer, answers="BODY").fin("S").build(open_at_end=True)
+    diagnose(s, strict=True)
+    assert s.verdict.code != "pmtu-blackhole"
+
+
 def test_small_retransmissions_are_not_pmtu() -> None:
     s = (healthy().retrans("C", 10, 40).retrans("C", 10, 40).fin("C").build())
     assert verdict(s) == "ok"

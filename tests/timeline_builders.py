@@ -134,11 +134,14 @@ class SessionBuilder:
         return self.cmd(f"EHLO {name}").reply(250, "mx.example", caps=list(caps))
 
     def body(self, size: int = 1200, complete: bool = True, chunk: bool = False,
-             last: bool = False) -> SessionBuilder:
+             last: bool = False, same_frame: bool = False, first_frame: int | None = None,
+             **fields: Any) -> SessionBuilder:
+        """``fields`` may add ``start``/``end`` (stream offsets), as the timeline has them."""
         if complete and not chunk:
             self.pending.append("BODY")  # as dissectors/smtp.py pairs the final reply
-        return self.add("C", "smtp-body", f"[message body {size} bytes]", size=size,
-                        complete=complete, chunk=chunk, last=last)
+        return self.add("C", "smtp-body", f"[message body {size} bytes]", same_frame=same_frame,
+                        first_frame=first_frame, size=size, complete=complete, chunk=chunk,
+                        last=last, **fields)
 
     def message(self, sender: str = "a@example.org", rcpt: str = "b@example.net",
                 final: tuple[int, str] = (250, "2.0.0 Ok: queued as 4XyZ")) -> SessionBuilder:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from pcapsmtp.rules import Finding, rule
@@ -13,6 +14,7 @@ from pcapsmtp.rules._common import (
     first_close,
     flags,
     fmt_s,
+    gaps,
     greeting,
     orderly_close,
     quit_answered,
@@ -137,56 +139,192 @@ def reset(session: Session) -> Finding | None:
     )
 
 
-@rule
-def pmtu_blackhole(session: Session) -> Finding | None:
-    """``pmtu-blackhole``: full-size segments sent again and again, never answered.
+_TIMEOUT_TEXT = re.compile(r"time[d]?[ -]?out", re.I)
+#: Usual full-size payloads (MSS 1460/1440 IPv4/IPv6, less 12 bytes of TCP timestamps).
+USUAL_MSS = (1448, 1460, 1428, 1440)
+#: PMTU gaps never filled: reasons that mean the receiver's ACKs never covered the hole.
+_UNFILLED = ("end-of-capture", "out-of-order-flush")
 
-    Seen from the sender: the same large segment retransmitted (no ACK came),
-    while the small segments before it got replies.  The other side went
-    silent after it; the session then timed out or was reset.
+
+def _gives_up(e: Event) -> bool:
+    """A reply that ends the dialogue without proving receipt: 421 / '... timeout'."""
+    if e.kind != "smtp-reply":
+        return False
+    code = e.fields.get("code")
+    text = " ".join(str(x) for x in e.fields.get("lines") or []) or e.text
+    return code == 421 or (isinstance(code, int) and code >= 400
+                           and bool(_TIMEOUT_TEXT.search(text)))
+
+
+def _peer_gave_up(session: Session, peer: str, after: Event) -> str:
+    """' The server said `421 ...` (frame 26, ...) and closed (FIN, frame 27, ...).'"""
+    parts = []
+    said = next((e for e in data_events(session, peer)
+                 if (e.time, e.frame) > (after.time, after.frame) and _gives_up(e)), None)
+    if said is not None:
+        parts.append(f"said `{said.text}` ({where(session, said)})")
+    c = next((x for x in closes(session) if x.direction == peer
+              and (x.time, x.frame) > (after.time, after.frame)), None)
+    if c is not None:
+        parts.append(f"closed ({'FIN' if c.kind == 'tcp-fin' else 'RST'}, {where(session, c)})")
+    return f" The {who(peer)} {' and '.join(parts)}." if parts else ""
+
+
+def _segments(length: int) -> str:
+    for mss in USUAL_MSS:
+        if length % mss == 0 and length // mss >= 2:
+            return f" ({length // mss} full-size segments of {mss} bytes)"
+    return ""
+
+
+def _where_in_dialogue(session: Session, direction: str, offset: int) -> str:
+    for e in session.events:
+        start, end = e.fields.get("start"), e.fields.get("end")
+        if (e.direction == direction and e.kind != "tcp-gap" and isinstance(start, int)
+                and isinstance(end, int) and start <= offset < end):
+            return {"smtp-body": " in the message body"}.get(e.kind, f" in {e.text!r}")
+    return ""
+
+
+_PMTU_STEP = ("test with `ping -M do -s 1472 <peer>` (IPv4) from both ends; allow ICMP "
+              "type 3 code 4 (ICMPv6 type 2); or clamp the MSS on the tunnel/VPN "
+              "(`iptables ... -j TCPMSS --clamp-mss-to-pmtu`)")
+_PMTU_WHY = ("a path MTU black hole (large packets dropped, the ICMP 'fragmentation needed' "
+             "lost or filtered)")
+
+
+def _pmtu_from_sender(session: Session) -> Finding | None:
+    """Seen at the sender: full-size segments retransmitted, never acknowledged.
+
+    Either one full-size segment retransmitted at least twice, or several
+    different full-size segments retransmitted.  A peer packet counts as an
+    acknowledgement unless the sender still retransmitted after it, or it is
+    the peer giving up (421 / timeout reply, close).
     """
-    groups: dict[tuple[str, int], list[Event]] = defaultdict(list)
+    by_dir: dict[str, dict[int, list[Event]]] = defaultdict(lambda: defaultdict(list))
     for e in session.of_kind("tcp-retransmission"):
         if int(e.fields.get("length") or 0) >= FULL_SIZE:
-            groups[(e.direction, int(e.fields.get("offset") or 0))].append(e)
-    for (d, _off), rts in groups.items():
-        if len(rts) < 2:
+            by_dir[e.direction][int(e.fields.get("offset") or 0)].append(e)
+    for d, groups in by_dir.items():
+        repeated = [g for g in groups.values() if len(g) >= 2]
+        if not repeated and len(groups) < 2:
             continue
-        t0 = rts[0]
+        rts = sorted((x for g in groups.values() for x in g), key=lambda x: (x.time, x.frame))
+        t0, last = rts[0], rts[-1]
         peer = "S" if d == "C" else "C"
-        answered_after = [e for e in data_events(session, peer)
-                          if (e.time, e.frame) > (t0.time, t0.frame)]
-        if answered_after:
+        answers = [e for e in data_events(session, peer)
+                   if (t0.time, t0.frame) < (e.time, e.frame)
+                   and (e.time, e.frame) > (last.time, last.frame) and not _gives_up(e)]
+        if answers:
             continue
+        ended = any((x.time, x.frame) > (t0.time, t0.frame) for x in closes(session)) or any(
+            _gives_up(e) and (e.time, e.frame) > (t0.time, t0.frame)
+            for e in data_events(session, peer))
+        if not repeated and not ended:
+            continue  # a few segments resent once each, and the capture stops: plain loss
         earlier = [e for e in data_events(session, peer)
                    if (e.time, e.frame) < (t0.time, t0.frame)]
-        length = int(t0.fields.get("length") or 0)
-        orig = t0.fields.get("original_frame")
-        span = rts[-1].time - t0.time
-        evidence = [ev(x, f"retransmission of {length} bytes") for x in rts[:5]]
+        head = (repeated or list(groups.values()))[0]
+        length = int(head[0].fields.get("length") or 0)
+        orig = head[0].fields.get("original_frame")
+        if len(groups) == 1:
+            what = (f"a {length}-byte segment{f' (first in frame {orig})' if orig else ''} "
+                    f"and retransmitted it {len(head)} times")
+        else:
+            what = (f"{len(groups)} different full-size segments (the first {length} bytes"
+                    f"{f', frame {orig}' if orig else ''}) and retransmitted them "
+                    f"{len(rts)} times")
+        evidence = [ev(x, f"retransmission of {int(x.fields.get('length') or 0)} bytes")
+                    for x in rts[:4]]
+        if len(rts) > 4:
+            evidence.append(ev(last, f"retransmission of "
+                                     f"{int(last.fields.get('length') or 0)} bytes (last)"))
+        before = ""
         if earlier:
             evidence.insert(0, ev(earlier[-1], "small segments before got through: "
                                                + earlier[-1].text))
-        c = closes(session)
-        end = (f" The {who(c[0].direction)} then closed ({where(session, c[0])})."
-               if c else "")
+            before = (f", while the smaller segments before were answered (last: "
+                      f"{earlier[-1].text.splitlines()[0]!r}, {where(session, earlier[-1])})")
         return Finding(
             code="pmtu-blackhole",
-            summary=f"The {who(d)} sent a {length}-byte segment"
-            f"{f' (first in frame {orig})' if orig else ''} and retransmitted it {len(rts)} "
-            f"times over {fmt_s(span)} without an answer, while smaller segments before it "
-            f"were answered: a path MTU black hole (large packets dropped, the ICMP "
-            f"'fragmentation needed' lost or filtered).{end}",
+            summary=f"The {who(d)} sent {what} over {fmt_s(last.time - t0.time)} "
+            f"(last {where(session, last)}) without an acknowledgement{before}: "
+            f"{_PMTU_WHY}.{_peer_gave_up(session, peer, t0)}",
             evidence=evidence,
             cannot_prove="where on the path the large packets die, and whether ICMP was sent: "
             "a capture at one point cannot see it",
-            next_step="test with `ping -M do -s 1472 <peer>` (IPv4) from both ends; allow ICMP "
-            "type 3 code 4 (ICMPv6 type 2); or clamp the MSS on the tunnel/VPN "
-            "(`iptables ... -j TCPMSS --clamp-mss-to-pmtu`)",
+            next_step=_PMTU_STEP + f"; a capture on the {who(peer)} side shows the hole",
             verdict=True,
             severity="error",
         )
     return None
+
+
+def _pmtu_from_receiver(session: Session) -> Finding | None:
+    """Seen at the receiver: a hole of full-size segments never filled, bytes after it
+    arrived, and the receiver waited and gave up.
+
+    A gap that stayed open to the end (or overflowed the reorder buffer) is one the
+    receiver never acknowledged either -- had it, the gap would be ``acked-unseen``
+    (capture loss) -- so the host, not only the capture, missed those bytes.  The
+    later bytes arrived (the gap is not at a FIN), so the path worked for small
+    segments.  The receiver then sent nothing but its timeout.
+    """
+    for g in gaps(session):
+        length = int(g.fields.get("length") or 0)
+        if g.fields.get("reason") not in _UNFILLED or length < 2 * FULL_SIZE:
+            continue
+        d, peer = g.direction, ("S" if g.direction == "C" else "C")
+        if any(x.frame == g.frame for x in flags(session, "tcp-fin", d)):
+            continue  # bytes missing before a FIN: nothing after the hole arrived
+        after_peer = [e for e in session.events if e.direction == peer
+                      and (e.time, e.frame) > (g.time, g.frame)
+                      and e.kind not in ("tcp-retransmission", "tcp-gap", "note")
+                      and e.kind not in ("tcp-syn", "tcp-syn-ack")]
+        if not after_peer:
+            continue
+        first = after_peer[0]
+        gave_up = _gives_up(first) or first.kind in ("tcp-fin", "tcp-rst", "tls-app-data",
+                                                     "tls-alert")
+        wait = first.time - g.time
+        if not gave_up or wait < TIMEOUT_MIN_SECONDS:
+            continue
+        end = g.fields.get("offset")
+        hole_end = int(end) + length if isinstance(end, int) else None
+        ends = [e.fields.get("end") for e in session.events if e.direction == d
+                and isinstance(e.fields.get("end"), int)]
+        tail = (max(ends) - hole_end) if ends and hole_end is not None else 0
+        got = f"the {tail} bytes after it" if tail > 0 else "a later segment"
+        inside = _where_in_dialogue(session, d, int(end)) if isinstance(end, int) else ""
+        return Finding(
+            code="pmtu-blackhole",
+            summary=f"A hole of {length:,} {who(d)} bytes{_segments(length)}{inside} never "
+            f"arrived, while {got} did ({where(session, g)}); the {who(peer)}'s ACKs never "
+            f"covered the hole, so it was lost on the path, not only by the capture. The "
+            f"{who(peer)} waited {fmt_s(wait)} for it: large segments lost while a small one "
+            f"passes: {_PMTU_WHY}.{_peer_gave_up(session, peer, g)}",
+            evidence=[ev(g, f"{length} bytes never arrived; the {who(d)}'s later bytes did"),
+                      ev(first, f"{who(peer)} gives up: {first.text}")],
+            cannot_prove="where on the path the large packets die, and whether ICMP was sent; "
+            f"that the {who(d)} retransmitted them (a capture on its side shows it)",
+            next_step=_PMTU_STEP + f"; capture on the {who(d)} side too (its full-size "
+            "segments should be retransmitted there)",
+            verdict=True,
+            severity="error",
+        )
+    return None
+
+
+@rule
+def pmtu_blackhole(session: Session) -> Finding | None:
+    """``pmtu-blackhole``: full-size segments lost again and again while small ones pass.
+
+    From the sender's side: the same large segment retransmitted without an
+    acknowledgement.  From the receiver's side: a hole of full-size segments
+    that is never filled while later, smaller bytes arrive, and the receiver
+    times out.  The session then timed out or was reset.
+    """
+    return _pmtu_from_sender(session) or _pmtu_from_receiver(session)
 
 
 @rule
