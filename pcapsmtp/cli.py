@@ -241,5 +241,9 @@ from pcapsmtp.live import live  # noqa: E402 - the live command lives in its own
 
 main.add_command(live)
 
+from pcapsmtp.compare import compare  # noqa: E402 - the compare command lives in its own module
+
+main.add_command(compare)
+
 if __name__ == "__main__":
     main()
