@@ -17,6 +17,7 @@ from pcapsmtp.capture import CaptureError
 from pcapsmtp.flows import DEFAULT_PORTS, Selection
 
 FORMATS = ("text", "json", "markdown", "html")
+ENGINES = ("native", "tshark")
 
 
 def _fail(message: str) -> None:
@@ -146,13 +147,22 @@ def _endpoints(ctx: Any, param: Any, values: tuple[str, ...]) -> tuple[str, ...]
 @click.option("--server", "servers", multiple=True, metavar="ADDR[:PORT]|NET",
               callback=_endpoints,
               help="Only sessions to this server (same forms as --client).")
+@click.option("--engine", type=click.Choice(ENGINES), default=None,
+              help="native (default): our own packet reader, fast.  tshark: let Wireshark "
+                   "decode the packets (GRE, ERSPAN, VXLAN, MPLS and other encapsulations); "
+                   "slower.  Needs tshark installed.")
+@click.option("--keylog", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Decrypt STARTTLS and port-465 sessions with this key-log file "
+                   "(SSLKEYLOGFILE format) and show the SMTP dialogue inside TLS.  "
+                   "Implies --engine tshark.")
 @click.option("--debug", is_flag=True, hidden=True)
 @_guarded
 def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
             tls_ports: tuple[str, ...], brief: bool, output: str | None, fail_on: str,
             redact: bool, redact_key: str | None, keep_domains: bool,
             session_ids: frozenset[int], failures_only: bool, clients: tuple[str, ...],
-            servers: tuple[str, ...], debug: bool) -> None:
+            servers: tuple[str, ...], engine: str | None, keylog: str | None,
+            debug: bool) -> None:
     """Report on every SMTP session in CAPTURE (pcap, pcapng, gzipped; '-' reads stdin).
 
     For each session: who talked to whom, the dialogue as the wire saw it (plaintext
@@ -167,7 +177,8 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     implicit = _ports(tls_ports) | {465}
     selection = Selection(ports=frozenset(DEFAULT_PORTS | _ports(ports) | implicit),
                           implicit_tls_ports=frozenset(implicit), any_port=any_port)
-    result = run(capture, selection, progress=_progress())
+    result = _run_engine(engine, keylog, capture, selection) if engine or keylog else \
+        run(capture, selection, progress=_progress())
     if _progress():
         click.echo("\r\033[K", err=True, nl=False)
     if not result.sessions:
@@ -186,6 +197,23 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     else:
         click.echo(report, nl=False)
     sys.exit(_exit_status(result, fail_on))
+
+
+def _run_engine(engine: str | None, keylog: str | None, capture: str,
+                selection: Selection) -> Any:
+    """The engine the user picked: --keylog needs tshark, so it implies it."""
+    from pcapsmtp.analyze import analyze as native
+
+    if keylog and engine == "native":
+        # exit 2 by hand: _guarded would turn a click.UsageError into an internal error
+        click.echo("pcapsmtp: error: --keylog needs --engine tshark (the native engine "
+                   "cannot decrypt)", err=True)
+        sys.exit(2)
+    if engine == "native":
+        return native(capture, selection, progress=_progress())
+    from pcapsmtp import engine_tshark
+
+    return engine_tshark.analyze(capture, selection, keylog=keylog, progress=_progress())
 
 
 def _scope(session_ids: frozenset[int], failures_only: bool, clients: tuple[str, ...],
