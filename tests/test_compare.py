@@ -130,6 +130,14 @@ def test_sessions_only_on_one_side_are_reported(tmp_path: Path) -> None:
     assert "only in the server capture" in text and "only-server-side" in text
 
 
+def test_other_sessions_between_the_same_hosts_do_not_match() -> None:
+    # Same client, same server, same banner, EHLO and MAIL FROM; other ports, ISNs, RCPT.
+    c = compare_captures(str(SAMPLES / "plain-ok.pcap"), str(SAMPLES / "reject-550.pcap"))
+    assert not c.pairs
+    assert [s.verdict.code for s in c.only_client_side] == ["ok"]
+    assert [s.verdict.code for s in c.only_server_side] == ["smtp-rejected"]
+
+
 def test_cli_text_and_json() -> None:
     args = (str(SAMPLES / "tls-server-silent.client.pcap"), str(SAMPLES / "tls-server-silent.pcap"))
     text = run(*args)
