@@ -130,8 +130,9 @@ EXPLANATIONS: dict[str, Explanation] = {
     "tls-handshake-alert": Explanation(
         "An alert ended the TLS handshake; the report names who sent it and its description "
         "(handshake_failure, protocol_version, unknown_ca, ...).",
-        "A tls-alert before the handshake completed; the offered versions and cipher suites of "
-        "the ClientHello are shown, since old-only offers are the usual cause.",
+        "A tls-alert before the handshake completed and before the other side's FIN/RST (an "
+        "alert sent after the peer closed is a reaction: tls-closed-during-handshake); the "
+        "offered versions and cipher suites of the ClientHello are shown.",
         ("Postfix: SSL_accept error from host[192.0.2.1]: -1 ... no shared cipher",
          "Exim: TLS error on connection from host [192.0.2.1] (SSL_accept): error:... "
          "no shared cipher",
@@ -145,7 +146,9 @@ EXPLANATIONS: dict[str, Explanation] = {
         "during ClientHello, after ServerHelloDone, after the client's Finished...). Also: a "
         "ClientHello on a plaintext port, or a plaintext greeting where TLS was expected.",
         "TLS began (STARTTLS accepted or port 465) and the handshake never completed; the last "
-        "handshake message and the first close name the stage and who gave up.",
+        "handshake message and the first close name the stage and who gave up. An alert the "
+        "other side sends after that close (a client answering a bare FIN with decode_error) "
+        "is shown as the reaction it is.",
         ("Postfix: SSL_accept error from host[192.0.2.1]: lost connection",
          "Exim: TLS error on connection from host [192.0.2.1] (SSL_accept): "
          "the TLS connection was non-properly terminated",
@@ -159,19 +162,26 @@ EXPLANATIONS: dict[str, Explanation] = {
         "The TLS handshake completed, then the client sent no record (after STARTTLS it owes "
         "the EHLO); the server gave up and closed.",
         "Both Finished seen (TLS 1.3: inferred from the record order, said so), no client "
-        "application record afterwards, a close; no capture gap in the client's direction.",
+        "application record afterwards, a close (the capture may end before the other FIN); "
+        "no capture gap in the client's direction -- except a 'sent-unseen' one: the client's "
+        "later sequence numbers prove it sent bytes (its first record) that never reached the "
+        "capture point and were never acknowledged; the summary then says the record was lost "
+        "between the client and the capture point.",
         ("Exchange: 451 4.7.0 Timeout waiting for client input",
          "Postfix: timeout after STARTTLS from host[192.0.2.1]",
          "Exim: SMTP command timeout on TLS connection from host [192.0.2.1]",
          "sendmail: timeout waiting for input from host during client EHLO"),
-        "The capture cannot tell whether the client sent its record and it was lost: capture on "
-        "the client side too and compare with `pcapsmtp compare`; suspect MTU/middleboxes.",
+        "Unless the summary shows bytes sent but never seen, the capture cannot tell whether "
+        "the client sent its record and it was lost: capture on the client side too and "
+        "compare with `pcapsmtp compare`; suspect firewalls, IPS and TLS/SMTP inspection.",
     ),
     "tls-server-silent-after-handshake": Explanation(
         "The TLS handshake completed and the client sent its first record, but the server "
         "never answered it (on port 465: the server never sent its banner).",
         "Client application records after the handshake, none from the server after the first "
-        "of them (TLS 1.3 session tickets sent earlier do not count), then a close.",
+        "of them (TLS 1.3 session tickets sent earlier do not count), then a close. Server "
+        "records the client still retransmitted its record after (an encrypted 421 before "
+        "the server's close) did not acknowledge it: they are not an answer.",
         ("Postfix (client): conversation with mx[..] timed out while receiving the initial "
          "server greeting",
          "Postfix (client): conversation with mx[..] timed out after STARTTLS",
@@ -212,8 +222,12 @@ EXPLANATIONS: dict[str, Explanation] = {
     "pmtu-blackhole": Explanation(
         "Full-size segments are retransmitted and never acknowledged while small ones pass: a "
         "path MTU black hole (large packets dropped and the ICMP 'fragmentation needed' lost).",
-        "The same large segment (>= 1000 bytes) retransmitted at least twice, no answer from "
-        "the peer afterwards although it answered the smaller segments before.",
+        "Sender side: the same large segment (>= 1000 bytes) retransmitted at least twice (or "
+        "several large ones resent before the session ended), and nothing from the peer after "
+        "the last retransmission but its 421/timeout or close, although it answered the small "
+        "segments before. Receiver side: a hole of at least two full-size segments the "
+        "receiver never acknowledged (not 'acked-unseen', not snaplen), later bytes arrived, "
+        "and the receiver sent nothing for >= 5 s, then gave up (421, timeout, close).",
         ("Postfix: timeout after DATA (0 bytes) from host[192.0.2.1]",
          "Postfix (client): conversation with mx[..] timed out while sending message body",
          "Exim: SMTP data timeout (message abandoned) on connection from host [192.0.2.1]"),
