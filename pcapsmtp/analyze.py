@@ -7,7 +7,7 @@ after it closes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from pcapsmtp.capture import CaptureInfo, Frame, open_capture
 from pcapsmtp.dissect import SessionBuilder
 from pcapsmtp.flows import FlowTable, Selection
 from pcapsmtp.packets import Decoder, DecodeStats
+from pcapsmtp.store import SessionStore
 from pcapsmtp.timeline import Session
 
 # A closed connection is finished this long (capture time) after its close, so
@@ -30,7 +31,8 @@ class Analysis:
     capture: CaptureInfo
     decode: DecodeStats
     selection: Selection
-    sessions: list[Session] = field(default_factory=list)
+    # A list, or a SessionStore (sessions spilled to a spool, loaded as iterated).
+    sessions: Sequence[Session] = field(default_factory=list)
     findings: list[Any] = field(default_factory=list)  # capture-wide rules.Finding
     engine: str = "native"
 
@@ -39,10 +41,12 @@ class Pipeline:
     """Feeds frames through flows and builders; finished sessions come out diagnosed."""
 
     def __init__(self, selection: Selection,
-                 on_session: Callable[[Session], None] | None = None) -> None:
+                 on_session: Callable[[Session], None] | None = None,
+                 keep: bool = True) -> None:
         self.selection = selection
         self.decoder = Decoder()
         self.on_session = on_session
+        self.keep = keep  # False: finished sessions only go to on_session (bounded memory)
         self.table = FlowTable(selection, self._new_builder)
         self.finished: list[Session] = []
         self._next_id = 1
@@ -85,7 +89,8 @@ class Pipeline:
     def _finish(self, builder: Any, end_of_capture: bool) -> None:
         session = builder.finish(end_of_capture)
         rules.diagnose(session)
-        self.finished.append(session)
+        if self.keep:
+            self.finished.append(session)
         if self.on_session:
             self.on_session(session)
 
@@ -94,14 +99,16 @@ def analyze(path: str, selection: Selection | None = None,
             progress: Callable[[int], None] | None = None) -> Analysis:
     """Read a whole capture and diagnose every SMTP session in it."""
     selection = selection or Selection()
-    pipeline = Pipeline(selection)
+    store = SessionStore()
+    pipeline = Pipeline(selection, on_session=store.add, keep=False)
     with open_capture(path) as reader:
         run_frames(pipeline, reader, progress)
         info = reader.info
-    sessions = pipeline.close()
+    pipeline.close()
+    store.seal()
     result = Analysis(capture=info, decode=pipeline.decoder.stats, selection=selection,
-                      sessions=sessions)
-    result.findings = rules.diagnose_capture(sessions)
+                      sessions=store)
+    result.findings = rules.diagnose_capture(store.stubs)
     return result
 
 

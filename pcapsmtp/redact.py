@@ -55,11 +55,12 @@ import ipaddress
 import re
 import secrets
 from base64 import b64decode
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pcapsmtp.analyze import Analysis
+from pcapsmtp.store import SessionStore, SessionView
 from pcapsmtp.timeline import Event, Session
 
 #: Two-level public suffixes under which the registrable domain has three labels.
@@ -220,8 +221,14 @@ def cut(result: Analysis, scope: Scope,
     """
     if not scope.active():
         return result, None
-    kept = [s for s in result.sessions if scope.matches(s)]
-    ids = {s.id for s in kept}
+    sessions = result.sessions
+    if isinstance(sessions, SessionStore | SessionView):
+        # Match on the in-memory stubs: the full sessions stay in the spool.
+        kept: Sequence[Session] = sessions.filter(scope.matches)
+        ids = set(kept.ids)
+    else:
+        kept = [s for s in sessions if scope.matches(s)]
+        ids = {s.id for s in kept}
     findings = [f for f in result.findings
                 if not getattr(f, "sessions", None) or ids & set(f.sessions)]
     out = dataclasses.replace(result, sessions=kept, findings=findings)
@@ -321,13 +328,25 @@ class Redactor:
 
     def redact(self, result: Analysis) -> Analysis:
         """A redacted deep copy of ``result``; the original is left as it was."""
-        out = copy.deepcopy(result)
-        for session in out.sessions:
+        sessions = result.sessions
+        for session in sessions:
             self.collect_session(session)
-        self._learn_file(out.capture.file)
+        self._learn_file(result.capture.file)
         self._compile()
-        self._apply(out)
+        out = copy.copy(result)
+        out.capture = copy.deepcopy(result.capture)
+        out.findings = copy.deepcopy(result.findings)
+        if isinstance(sessions, SessionStore | SessionView):
+            # Each session is a fresh unpickled copy: redact it as it is loaded.
+            out.sessions = sessions.map(self._redacted)
+        else:
+            out.sessions = [self._redacted(copy.deepcopy(s)) for s in sessions]
+        self._apply(out, sessions=False)
         return out
+
+    def _redacted(self, session: Session) -> Session:
+        self._apply_session(session)
+        return session
 
     def summary(self) -> dict[str, int]:
         return self.names.counts()
@@ -464,13 +483,14 @@ class Redactor:
             return type(value)(self.scrub_value(v) for v in value)
         return value
 
-    def _apply(self, result: Analysis) -> None:
+    def _apply(self, result: Analysis, sessions: bool = True) -> None:
         info = result.capture
         info.file = self.scrub(info.file)
         if info.problem:
             info.problem = self.scrub(info.problem)
-        for session in result.sessions:
-            self._apply_session(session)
+        if sessions:
+            for session in result.sessions:
+                self._apply_session(session)
         for finding in result.findings:
             self.scrub_finding(finding)
 
@@ -506,6 +526,9 @@ def share(result: Analysis, scope: Scope | None = None, redact: bool = False,
     if redact:
         redactor = Redactor(key, keep_domains)
         result = redactor.redact(result)
+        if isinstance(result.sessions, SessionView):
+            for _ in result.sessions:  # lazy: redact each once so the counts are complete
+                pass
         sharing.redacted = redactor.summary()
     return result, sharing
 

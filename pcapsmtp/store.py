@@ -1,0 +1,125 @@
+"""Finished sessions kept out of memory: what keeps a big capture's footprint flat.
+
+A busy MX capture holds hundreds of thousands of sessions, each with its
+timeline; keeping them all as objects until the report is written cost about
+1 MB per 10 sessions.  A finished, diagnosed session is pickled into a spool
+(RAM up to a few MB, then a temporary file) and read back when a renderer
+iterates; only a small stub stays in memory for the summary and for the
+rules that look across sessions.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, overload
+
+from pcapsmtp.timeline import Session
+
+SPOOL_IN_MEMORY = 8 * 2**20  # bytes of pickled sessions kept in RAM before spilling to disk
+
+
+def stub(session: Session) -> Session:
+    """A copy with only what the cross-session rules read: identity, times, verdict, EHLO."""
+    ehlo = next((e for e in session.events if e.kind == "smtp-reply"
+                 and e.fields.get("answers") == "EHLO"), None)
+    return Session(
+        id=session.id, client=session.client, server=session.server,
+        ip_version=session.ip_version, first_time=session.first_time,
+        last_time=session.last_time, first_frame=session.first_frame,
+        last_frame=session.last_frame, packets=session.packets, syn_seen=session.syn_seen,
+        implicit_tls=session.implicit_tls, open_at_end=session.open_at_end,
+        events=[ehlo] if ehlo else [], verdict=session.verdict,
+    )
+
+
+class SessionStore(Sequence[Session]):
+    """Sessions in id order, loaded one at a time from a spool; behaves like a list.
+
+    ``map`` and ``filter`` return lazy views, so redaction and report cuts do
+    not pull every session into memory either.
+    """
+
+    def __init__(self) -> None:
+        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
+        self._where: dict[int, tuple[int, int]] = {}  # id -> (offset, length)
+        self.stubs: list[Session] = []
+        self._order: list[int] = []
+
+    def add(self, session: Session) -> None:
+        data = pickle.dumps(session, protocol=pickle.HIGHEST_PROTOCOL)
+        self._spool.seek(0, 2)
+        self._where[session.id] = (self._spool.tell(), len(data))
+        self._spool.write(data)
+        self.stubs.append(stub(session))
+
+    def seal(self) -> None:
+        """No more sessions: fix the order (by id, i.e. by first packet)."""
+        self.stubs.sort(key=lambda s: s.id)
+        self._order = [s.id for s in self.stubs]
+
+    def load(self, sid: int) -> Session:
+        offset, length = self._where[sid]
+        self._spool.seek(offset)
+        return pickle.loads(self._spool.read(length))
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @overload
+    def __getitem__(self, i: int) -> Session: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Session]: ...
+
+    def __getitem__(self, i: int | slice) -> Session | list[Session]:
+        if isinstance(i, slice):
+            return [self.load(sid) for sid in self._order[i]]
+        return self.load(self._order[i])
+
+    def __iter__(self) -> Iterator[Session]:
+        for sid in self._order:
+            yield self.load(sid)
+
+    def map(self, fn: Callable[[Session], Session]) -> SessionView:
+        return SessionView(self, list(self._order), fn)
+
+    def filter(self, keep: Callable[[Session], bool]) -> SessionView:
+        """Sessions whose STUB passes ``keep`` (ids, addresses, times, verdict)."""
+        return SessionView(self, [s.id for s in self.stubs if keep(s)], None)
+
+    def close(self) -> None:
+        self._spool.close()
+
+
+class SessionView(Sequence[Session]):
+    """A lazy selection of a store's sessions, optionally transformed on the way out."""
+
+    def __init__(self, store: SessionStore, ids: list[int],
+                 fn: Callable[[Session], Session] | None) -> None:
+        self.store, self.ids, self.fn = store, ids, fn
+
+    def _get(self, sid: int) -> Session:
+        s = self.store.load(sid)
+        return self.fn(s) if self.fn else s
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._get(sid) for sid in self.ids[i]]
+        return self._get(self.ids[i])
+
+    def __iter__(self) -> Iterator[Session]:
+        for sid in self.ids:
+            yield self._get(sid)
+
+    def map(self, fn: Callable[[Session], Session]) -> SessionView:
+        inner = self.fn
+        return SessionView(self.store, self.ids, (lambda s: fn(inner(s))) if inner else fn)
+
+    def filter(self, keep: Callable[[Session], bool]) -> SessionView:
+        wanted = set(self.ids)
+        ids = [s.id for s in self.store.stubs if s.id in wanted and keep(s)]
+        return SessionView(self.store, ids, self.fn)
