@@ -1,0 +1,57 @@
+"""The session spool: finished sessions out of memory, back in id order."""
+
+from __future__ import annotations
+
+from pcapsmtp import store as store_mod
+from pcapsmtp.store import SessionStore
+from pcapsmtp.timeline import Event, Session
+
+
+def session(sid: int, events: int = 50) -> Session:
+    s = Session(id=sid, client=("192.0.2.1", 40000 + sid), server=("198.51.100.2", 25),
+                ip_version=4, first_time=float(sid), last_time=sid + 1.0, first_frame=sid,
+                last_frame=sid + 10)
+    s.events = [Event(float(sid), sid, "S", "smtp-reply", "250-mx",
+                      fields={"answers": "EHLO", "code": 250, "capabilities": ["X" * 100]})]
+    s.events += [Event(float(sid), sid, "C", "smtp-command", "NOOP " + "y" * 200)
+                 for _ in range(events)]
+    return s
+
+
+def test_sessions_come_back_whole_in_id_order(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(store_mod, "SPOOL_IN_MEMORY", 4096)
+    st = SessionStore()
+    for sid in (3, 1, 2):
+        st.add(session(sid))
+    st.seal()
+    assert [s.id for s in st] == [1, 2, 3]
+    assert len(st[0].events) == 51 and st[2].events[1].text.startswith("NOOP ")
+    assert st._spool._rolled  # spilled to a temporary file past the in-memory size
+
+
+def test_stubs_keep_only_what_cross_session_rules_read() -> None:
+    st = SessionStore()
+    st.add(session(1))
+    st.seal()
+    (stub,) = st.stubs
+    assert [e.kind for e in stub.events] == ["smtp-reply"]
+    assert stub.client == ("192.0.2.1", 40001)
+
+
+def test_filter_and_map_are_lazy_views() -> None:
+    st = SessionStore()
+    for sid in range(1, 6):
+        st.add(session(sid, events=1))
+    st.seal()
+    loads = []
+    real_load = st.load
+
+    def counting(sid: int) -> Session:
+        loads.append(sid)
+        return real_load(sid)
+
+    st.load = counting  # type: ignore[method-assign]
+    view = st.filter(lambda s: s.id % 2 == 1).map(lambda s: (setattr(s, "packets", 99), s)[1])
+    assert loads == [] and len(view) == 3
+    assert [(s.id, s.packets) for s in view] == [(1, 99), (3, 99), (5, 99)]
+    assert loads == [1, 3, 5]
