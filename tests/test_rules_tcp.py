@@ -230,6 +230,17 @@ def test_open_at_end() -> None:
     assert "still open" in s.verdict.summary
 
 
+def test_unacknowledged_gap_is_not_blamed_on_the_capture_alone() -> None:
+    s = SessionBuilder().handshake().banner().ehlo().gap("C", 54, "sent-unseen").build()
+    assert verdict(s) == "capture-incomplete"
+    assert "may have been lost before this capture point" in s.verdict.summary
+    assert "capture at the sender" in s.verdict.next_step
+    s = SessionBuilder().handshake().banner().ehlo().gap("C", 54, "acked-unseen").build()
+    assert verdict(s) == "capture-incomplete"
+    assert "before this capture point" not in s.verdict.summary
+    assert "tcpdump -B" in s.verdict.next_step
+
+
 # -- the machinery -----------------------------------------------------------------------
 
 def test_precedence_covers_every_code_once() -> None:

@@ -31,11 +31,17 @@ def incomplete(session: Session) -> Finding | None:
         for g in other:
             by_dir[g.direction] = by_dir.get(g.direction, 0) + int(f(g, "length", default=0))
         txt = ", ".join(f"{n} {who(d)} bytes" for d, n in sorted(by_dir.items()))
+        unacked = [g for g in other if f(g, "reason") in ("sent-unseen", "end-of-capture")]
+        also = ("; the receiver's ACKs never covered them either, so they may have been lost "
+                "before this capture point, not by it" if len(unacked) == len(other) else "")
         reasons.append(f"bytes are missing from the capture ({txt}; first gap at "
-                       f"{where(session, other[0])})")
+                       f"{where(session, other[0])}{also})")
         evidence.append(ev(other[0], "bytes missing"))
-        steps.append("capture on the host itself or with a larger buffer (`tcpdump -B 8192`); "
-                     "check for drops reported by tcpdump")
+        if not also:
+            steps.append("capture on the host itself or with a larger buffer "
+                         "(`tcpdump -B 8192`); check for drops reported by tcpdump")
+        else:
+            steps.append("capture at the sender too, to see whether the bytes left it")
     if not session.syn_seen:
         reasons.append("the session started before the capture (no SYN)")
         evidence.append(Evidence(session.first_frame, session.first_time,
