@@ -7,7 +7,7 @@ Errors the user can act on come out as one line on stderr with exit status 1
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -190,12 +190,15 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     shared, sharing = share(result, scope, redact=redact or bool(redact_key) or keep_domains,
                             key=redact_key.encode() if redact_key else None,
                             keep_domains=keep_domains)
-    report = _render(shared, fmt, brief, sharing)
+    chunks = _chunks(shared, fmt, brief, sharing)
     if output:
         with open(output, "w", encoding="utf-8") as fh:
-            fh.write(report)
+            fh.writelines(chunks)
     else:
-        click.echo(report, nl=False)
+        out = click.get_text_stream("stdout")
+        for chunk in chunks:
+            out.write(chunk)
+        out.flush()
     sys.exit(_exit_status(result, fail_on))
 
 
@@ -224,18 +227,24 @@ def _scope(session_ids: frozenset[int], failures_only: bool, clients: tuple[str,
                  clients=tuple(clients), servers=tuple(servers))
 
 
-def _render(result: Any, fmt: str, brief: bool, sharing: Any = None) -> str:
+def _chunks(result: Any, fmt: str, brief: bool, sharing: Any = None) -> Iterator[str]:
+    """The report piece by piece: written as it is made, so a big capture's report is
+    never held in memory whole (sessions come one at a time from the spool)."""
     if fmt == "json":
         from pcapsmtp.render import json as json_report
-        return json_report.render(result, sharing)
+        yield from json_report.chunks(result, sharing)
+        return
     if fmt == "markdown":
         from pcapsmtp.render import markdown
-        return markdown.render(result, timelines=not brief, sharing=sharing)
-    if fmt == "html":
+        lines = markdown.lines(result, timelines=not brief, sharing=sharing)
+    elif fmt == "html":
         from pcapsmtp.render import html
-        return html.render(result, timelines=not brief, sharing=sharing)
-    from pcapsmtp.render import text
-    return text.render(result, timelines=not brief, sharing=sharing)
+        lines = html.page(result, not brief, sharing)
+    else:
+        from pcapsmtp.render import text
+        lines = text.lines(result, timelines=not brief, sharing=sharing)
+    for line in lines:
+        yield line + "\n"
 
 
 def _exit_status(result: Any, fail_on: str) -> int:

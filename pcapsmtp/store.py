@@ -123,3 +123,14 @@ class SessionView(Sequence[Session]):
         wanted = set(self.ids)
         ids = [s.id for s in self.store.stubs if s.id in wanted and keep(s)]
         return SessionView(self.store, ids, self.fn)
+
+
+def stubs_of(sessions: Sequence[Session]) -> Sequence[Session]:
+    """The in-memory stubs behind a store or view (same ids, order and verdicts), or the
+    sessions themselves: for counting verdicts without loading every session."""
+    if isinstance(sessions, SessionStore):
+        return sessions.stubs
+    if isinstance(sessions, SessionView):
+        by_id = {s.id: s for s in sessions.store.stubs}
+        return [by_id[i] for i in sessions.ids]
+    return sessions

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.jsonable import plain
 from pcapsmtp.render.common import ending, linktype_name
+from pcapsmtp.store import stubs_of
 from pcapsmtp.timeline import Event, Session, endpoint
 
 SCHEMA = "pcapsmtp/1"
@@ -22,16 +24,31 @@ SCHEMA = "pcapsmtp/1"
 
 def render(result: Analysis, sharing: Any = None) -> str:
     """``sharing`` (a redact.Sharing) adds "shown" (the cut) and "redacted" (counts)."""
-    data = to_dict(result)
+    return "".join(chunks(result, sharing))
+
+
+def chunks(result: Analysis, sharing: Any = None) -> Iterator[str]:
+    """The document in pieces, one session at a time, so it is never held whole.
+
+    Compact on purpose: with indent, json falls back to its pure-Python encoder, which
+    took half the run time on a large capture.  Pipe through `jq .` to read it.
+    """
+    data = to_dict(result, sessions=False)
     if sharing is not None and (sharing.shown is not None or sharing.redacted is not None):
         data["shown"] = sharing.shown
         data["redacted"] = sharing.redacted
-    # Compact on purpose: with indent, json falls back to its pure-Python encoder,
-    # which took half the run time on a large capture.  Pipe through `jq .` to read.
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+    head = _dump(data)
+    yield head[:-1] + ',"sessions":['
+    for i, s in enumerate(result.sessions):
+        yield ("," if i else "") + _dump(session_dict(s))
+    yield "]}\n"
 
 
-def to_dict(result: Analysis) -> dict[str, Any]:
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def to_dict(result: Analysis, sessions: bool = True) -> dict[str, Any]:
     info = result.capture
     return {
         "schema": SCHEMA,
@@ -45,11 +62,11 @@ def to_dict(result: Analysis) -> dict[str, Any]:
         "decode": _decode(result),
         "summary": {
             "sessions": len(result.sessions),
-            "verdicts": dict(Counter(_finding(s.verdict)["code"] for s in result.sessions
+            "verdicts": dict(Counter(s.verdict.code for s in stubs_of(result.sessions)
                                      if s.verdict is not None)),
         },
         "findings": [_finding(f) for f in result.findings],
-        "sessions": [session_dict(s) for s in result.sessions],
+        **({"sessions": [session_dict(s) for s in result.sessions]} if sessions else {}),
     }
 
 

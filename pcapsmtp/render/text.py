@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import textwrap
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from tabulate import tabulate
@@ -17,6 +17,7 @@ from tabulate import tabulate
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.render.common import ending_text, linktype_name, mark, utc
+from pcapsmtp.store import stubs_of
 from pcapsmtp.timeline import Event, Session, endpoint
 
 WIDTH = 100
@@ -83,17 +84,24 @@ def _decode_notes(result: Analysis) -> str:
     return "; ".join(parts)
 
 
-def summary(sessions: list[Session]) -> Iterator[str]:
-    counts = Counter(_code(s) for s in sessions)
+# Sessions named on the "needing attention" line; the rest are counted.
+ATTENTION_LIST = 30
+
+
+def summary(sessions: Sequence[Session]) -> Iterator[str]:
+    light = stubs_of(sessions)  # verdicts without loading every session from the spool
+    counts = Counter(_code(s) for s in light)
     if not sessions:
         yield "No SMTP sessions found (ports: see --port, or --any-port to find them by banner)."
         return
     tally = ", ".join(f"{code} {n}" for code, n in sorted(counts.items(), key=lambda x: -x[1]))
     yield from _wrap(f"sessions: {len(sessions)}  ({tally})", "", "  ")
-    attention = [s for s in sessions if not _code(s).startswith("ok")]
+    attention = [s for s in light if not _code(s).startswith("ok")]
     if attention:
+        more = len(attention) - ATTENTION_LIST
         yield from _wrap("needing attention: " + ", ".join(
-            f"#{s.id} {_code(s)}" for s in attention), "", "  ")
+            f"#{s.id} {_code(s)}" for s in attention[:ATTENTION_LIST])
+            + (f", and {more:,} more" if more > 0 else ""), "", "  ")
     yield ""
     yield from session_table(sessions)
 
