@@ -456,8 +456,11 @@ class Connection:
         if p is None:
             return
         d.pending = None
-        if p[0] > d.next:
-            self._fill_hole(d, p[0], p[1], p[2], "acked-unseen", events)
+        acked = p[0]
+        if d.fin is not None and acked > d.fin[0]:
+            acked = d.fin[0]  # the ACK was of a FIN captured after it: not data
+        if acked > d.next:
+            self._fill_hole(d, acked, p[1], p[2], "acked-unseen", events)
             d.refresh()
 
     def _fill_hole(

@@ -312,6 +312,18 @@ def test_ack_of_fin_is_not_a_gap() -> None:
     assert not of(events, Gap)
 
 
+def test_ack_of_fin_captured_before_the_fin_is_not_a_gap() -> None:
+    """arkime smtp-decrypted: the server's FIN-ACK acks the client's FIN, recorded after it."""
+    c = CISN + 1
+    segs = handshake() + [
+        seg(4, "C", c, SISN + 1, ACK, b"QUIT\r\n"),
+        seg(5, "S", SISN + 1, c + 7, ACK | FIN),  # acks 6 bytes + the FIN not yet seen
+        seg(6, "C", c + 6, SISN + 2, ACK | FIN),
+    ]
+    events = run(segs)
+    assert not of(events, Gap)
+
+
 def test_gap_at_finish_for_buffered_data_after_hole() -> None:
     c = CISN + 1
     segs = handshake() + [
