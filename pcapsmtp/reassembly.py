@@ -276,9 +276,9 @@ class Connection:
     concatenate Data and account for every missing byte with Gap.
 
     Gap rule for ACKs (documented because it can be wrong): when one side ACKs beyond what the
-    other side delivered and no buffered segment starts at the hole, the hole is declared a
-    Gap up to min(ack, first buffered offset).  A capture that records an ACK slightly before a
-    delayed data segment will therefore show a Gap, and the late segment as a Retransmission.
+    other side delivered, the hole is held for ACK_HOLD seconds of capture time (real captures
+    record ACKs just before the data they cover); then each hole up to the ACK becomes a Gap,
+    ending where buffered data starts.  Data later than the hold shows as a Retransmission.
     """
 
     __slots__ = ("client", "server", "stats", "_caddr", "_cport", "_c", "_s", "_max_buffer",
