@@ -24,6 +24,8 @@ from pcapsmtp.timeline import Event, Session
 # body longer than this many segments loses the frame of its first byte (the
 # event keeps the frame that completed it).
 PROVENANCE_CAP = 16384
+# An event's display text is one line: longer ones are cut (rules quote it in summaries).
+TEXT_CAP = 240
 # Events kept per session: the head and the tail (the end is where sessions die).
 HEAD_EVENTS = 3000
 TAIL_EVENTS = 1000
@@ -210,6 +212,8 @@ class SessionBuilder:
         first_frame, _ = self._where(d, ev.start)
         in_tls = self.mode[d] == "tls" and not isinstance(ev, smtp.Unparsed)
         kind, text, fields = describe(ev)
+        if len(text) > TEXT_CAP:  # a 5 kB command line stays whole in fields, not here
+            text = text[: TEXT_CAP - 3] + "..."
         if isinstance(ev, smtp.Command | smtp.Reply):
             segs = self.prov[d].segments(ev.start, ev.end)
             if segs:

@@ -41,7 +41,8 @@ def where(session: Session, e: Event) -> str:
 
 def ev(e: Event, what: str | None = None) -> Evidence:
     """Evidence for one event (absolute time kept, as the JSON contract wants)."""
-    return Evidence(frame=e.frame, time=e.time, what=what if what is not None else e.text)
+    return Evidence(frame=e.frame, time=e.time,
+                    what=short(what if what is not None else e.text, EVIDENCE_CAP))
 
 
 def f(e: Event, *names: str, default: Any = None) -> Any:
@@ -233,6 +234,10 @@ def orderly_close(session: Session) -> bool:
     if quit_sent and c.kind == "tcp-fin":
         return True
     return c.kind == "tcp-fin" and c.direction == "C"
+
+
+# Evidence lines quote wire text; a pasted report must not carry a 4 kB command.
+EVIDENCE_CAP = 300
 
 
 def short(text: str, limit: int = 48) -> str:

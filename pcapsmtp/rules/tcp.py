@@ -18,6 +18,7 @@ from pcapsmtp.rules._common import (
     greeting,
     orderly_close,
     quit_answered,
+    short,
     where,
     who,
 )
@@ -193,6 +194,11 @@ _PMTU_WHY = ("a path MTU black hole (large packets dropped, the ICMP 'fragmentat
              "lost or filtered)")
 
 
+# Linux's minimum retransmission timeout is 200 ms: "retransmissions" closer together than
+# this are duplicated or edited packets, not a sender waiting for an acknowledgement.
+MIN_RETRY_SPAN = 0.2
+
+
 def _pmtu_from_sender(session: Session) -> Finding | None:
     """Seen at the sender: full-size segments retransmitted, never acknowledged.
 
@@ -211,6 +217,8 @@ def _pmtu_from_sender(session: Session) -> Finding | None:
             continue
         rts = sorted((x for g in groups.values() for x in g), key=lambda x: (x.time, x.frame))
         t0, last = rts[0], rts[-1]
+        if last.time - t0.time < MIN_RETRY_SPAN:
+            continue  # no retransmission timer fires that fast: duplicates, not retries
         peer = "S" if d == "C" else "C"
         answers = [e for e in data_events(session, peer)
                    if (t0.time, t0.frame) < (e.time, e.frame)
@@ -242,9 +250,10 @@ def _pmtu_from_sender(session: Session) -> Finding | None:
         before = ""
         if earlier:
             evidence.insert(0, ev(earlier[-1], "small segments before got through: "
-                                               + earlier[-1].text))
+                                               + short(earlier[-1].text)))
             before = (f", while the smaller segments before were answered (last: "
-                      f"{earlier[-1].text.splitlines()[0]!r}, {where(session, earlier[-1])})")
+                      f"{short(earlier[-1].text.splitlines()[0])!r}, "
+                      f"{where(session, earlier[-1])})")
         return Finding(
             code="pmtu-blackhole",
             summary=f"The {who(d)} sent {what} over {fmt_s(last.time - t0.time)} "
