@@ -195,10 +195,9 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
         with open(output, "w", encoding="utf-8") as fh:
             fh.writelines(chunks)
     else:
-        out = click.get_text_stream("stdout")
         for chunk in chunks:
-            out.write(chunk)
-        out.flush()
+            sys.stdout.write(chunk)
+        sys.stdout.flush()
     sys.exit(_exit_status(result, fail_on))
 
 

@@ -70,6 +70,10 @@ def delete_namespaces() -> None:
             for pid in pids:
                 run(["kill", "-TERM", pid], check=False)
             run(["ip", "netns", "del", ns], check=False)
+    # A run cut short between creating a veth pair and moving its ends leaves them in the
+    # root namespace, where the next `ip link add` fails with "File exists".
+    for dev in (CLI_IF, RTR_CLI_IF, RTR_SRV_IF, SRV_IF):
+        run(["ip", "link", "del", dev], check=False)
 
 
 def _sysctl(ns: str, key: str, value: str) -> None:
@@ -77,10 +81,10 @@ def _sysctl(ns: str, key: str, value: str) -> None:
 
 
 def _veth(a_name: str, a_ns: str, b_name: str, b_ns: str) -> None:
-    """Create a veth pair and move each end into its namespace."""
-    run(["ip", "link", "add", "name", a_name, "type", "veth", "peer", "name", b_name])
-    run(["ip", "link", "set", "dev", a_name, "netns", a_ns])
-    run(["ip", "link", "set", "dev", b_name, "netns", b_ns])
+    """Create a veth pair with each end born in its namespace (nothing left in the root
+    namespace if the run is cut short)."""
+    run(["ip", "link", "add", "name", a_name, "netns", a_ns, "type", "veth",
+         "peer", "name", b_name, "netns", b_ns])
 
 
 def _addr(ns: str, dev: str, v4: str, v6: str) -> None:
