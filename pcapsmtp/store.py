@@ -41,18 +41,40 @@ class SessionStore(Sequence[Session]):
     not pull every session into memory either.
     """
 
-    def __init__(self) -> None:
-        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
-        self._where: dict[int, tuple[int, int]] = {}  # id -> (offset, length)
+    def __init__(self, spool: Any = None) -> None:
+        # ``spool``: a file to write to instead of our own (a worker process's, see analyze)
+        self._spool = spool if spool is not None else \
+            tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
+        self._spools = [self._spool]
+        self._where: dict[int, tuple[int, int, int]] = {}  # id -> (spool, offset, length)
         self.stubs: list[Session] = []
         self._order: list[int] = []
 
     def add(self, session: Session) -> None:
         data = pickle.dumps(session, protocol=pickle.HIGHEST_PROTOCOL)
         self._spool.seek(0, 2)
-        self._where[session.id] = (self._spool.tell(), len(data))
+        self._where[session.id] = (0, self._spool.tell(), len(data))
         self._spool.write(data)
         self.stubs.append(stub(session))
+
+    def entries(self) -> list[tuple[Session, int, int]]:
+        """(stub, offset, length) of every session added: what a worker hands back."""
+        self._spool.flush()
+        return [(st, *self._where[st.id][1:]) for st in self.stubs]
+
+    def merge(self, parts: list[tuple[Any, list[tuple[Session, int, int]]]]) -> None:
+        """Adopt the spools of worker processes, ``[(spool file, entries), ...]``, whose
+        session ids are sortable keys (first frame); renumber them 1..N in that order."""
+        rows = []
+        for spool, entries in parts:
+            self._spools.append(spool)
+            index = len(self._spools) - 1
+            rows.extend((st.id, index, offset, length, st) for st, offset, length in entries)
+        rows.sort(key=lambda r: r[0])
+        for new_id, (_, index, offset, length, st) in enumerate(rows, len(self.stubs) + 1):
+            st.id = new_id
+            self._where[new_id] = (index, offset, length)
+            self.stubs.append(st)
 
     def seal(self) -> None:
         """No more sessions: fix the order (by id, i.e. by first packet)."""
@@ -60,9 +82,12 @@ class SessionStore(Sequence[Session]):
         self._order = [s.id for s in self.stubs]
 
     def load(self, sid: int) -> Session:
-        offset, length = self._where[sid]
-        self._spool.seek(offset)
-        return pickle.loads(self._spool.read(length))
+        index, offset, length = self._where[sid]
+        spool = self._spools[index]
+        spool.seek(offset)
+        session: Session = pickle.loads(spool.read(length))
+        session.id = sid  # a worker's spool holds the pre-merge id
+        return session
 
     def __len__(self) -> int:
         return len(self._order)
@@ -89,7 +114,8 @@ class SessionStore(Sequence[Session]):
         return SessionView(self, [s.id for s in self.stubs if keep(s)], None)
 
     def close(self) -> None:
-        self._spool.close()
+        for spool in self._spools:
+            spool.close()
 
 
 class SessionView(Sequence[Session]):
