@@ -256,3 +256,20 @@ def test_plaintext_server_on_port_465() -> None:
     assert verdict(s) == "tls-closed-during-handshake"
     assert "220 mx.example ESMTP" in s.verdict.summary
     assert "smtpd_tls_wrappermode" in s.verdict.summary
+
+
+def test_rst_after_the_fin_of_a_finished_implicit_tls_dialogue_is_tidy_up() -> None:
+    """Real swaks on 465: the server's close_notify arrives after the client closed, the
+    client's stack answers RST.  Inside TLS the 221 is invisible: not a reset."""
+    b = SessionBuilder(server=("198.51.100.25", 465), implicit_tls=True).handshake()
+    b.tls13_handshake()
+    for _ in range(3):  # the dialogue: each client record answered
+        b.app_data("C").app_data("S")
+    b.fin("C").alert("S", description=None, level=None).rst("C")
+    assert verdict(b.build()) == "ok"
+
+
+def test_rst_in_the_middle_of_a_tls_dialogue_is_still_a_reset() -> None:
+    b = SessionBuilder(server=("198.51.100.25", 465), implicit_tls=True).handshake()
+    b.tls13_handshake().app_data("C").app_data("S").app_data("C").app_data("S").rst("S")
+    assert verdict(b.build()) == "tcp-reset"

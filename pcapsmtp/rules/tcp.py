@@ -115,7 +115,7 @@ def reset(session: Session) -> Finding | None:
     assert first is not None
     r = rsts[0]
     if first.kind == "tcp-fin":
-        if orderly_close(session) or greeting(session) is not None:
+        if orderly_close(session) or greeting(session) is not None or _tls_spoke(session):
             return None  # the FIN ended it; a RST after it is the other stack's tidy-up
         summary = (f"The server closed the connection (FIN, {where(session, first)}) "
                    f"{_stage(session, first)}, without a greeting; the {who(r.direction)} "
@@ -138,6 +138,16 @@ def reset(session: Session) -> Finding | None:
         verdict=True,
         severity="error",
     )
+
+
+def _tls_spoke(session: Session) -> bool:
+    """Handshake done and records went both ways: inside TLS the 221 cannot be seen, so a
+    FIN after that is as orderly as the capture can show (swaks, for one, then RSTs when
+    the server's close_notify arrives after it closed)."""
+    tls = session.tls
+    if tls is None or not getattr(tls, "handshake_complete", False):
+        return False
+    return all(getattr(side, "app_records", 0) > 0 for side in (tls.client, tls.server))
 
 
 _TIMEOUT_TEXT = re.compile(r"time[d]?[ -]?out", re.I)
