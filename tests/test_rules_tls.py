@@ -265,7 +265,7 @@ def test_rst_after_the_fin_of_a_finished_implicit_tls_dialogue_is_tidy_up() -> N
     b.tls13_handshake()
     for _ in range(3):  # the dialogue: each client record answered
         b.app_data("C").app_data("S")
-    b.fin("C").alert("S", description=None, level=None).rst("C")
+    b.alert("S", description=None, level=None).fin("S").rst("C")  # server closes first
     assert verdict(b.build()) == "ok"
 
 
