@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -100,16 +101,44 @@ def regenerated(out: Path) -> list[Path]:
     return sorted(out.glob("*.pcap"))
 
 
-def test_analyzer_on_regenerated(lab_run: tuple[Path, dict[str, Result]]) -> None:
+# Real stacks race (who closes first after QUIT, a close_notify crossing a FIN): a
+# scenario whose verdict differs is made again this many times before the test fails.
+# A mismatch that a rerun does not reproduce is reported as a warning, never dropped.
+RERUNS = 2
+
+
+def scenario_of(pcap: Path) -> str:
+    return pcap.name.split(".")[0]
+
+
+def test_analyzer_on_regenerated(lab_run: tuple[Path, dict[str, Result]],
+                                 tmp_path: Path) -> None:
     """pcapsmtp's verdict on every freshly regenerated capture equals the truth."""
+    from tests.lab.make_samples import generate
+
     out, _ = lab_run
-    failures = []
+    failures: dict[str, str] = {}
     for pcap in regenerated(out):
         try:
             check_verdicts(pcap)
         except AssertionError as exc:
-            failures.append(str(exc).splitlines()[0])
-    assert not failures, "\n".join(failures)
+            failures.setdefault(scenario_of(pcap), str(exc).splitlines()[0])
+    for attempt in range(RERUNS):
+        if not failures:
+            break
+        again = tmp_path / f"rerun{attempt}"
+        generate(again / "out", again / "logs", sorted(failures))
+        for name in sorted(failures):
+            try:
+                for pcap in sorted((again / "out").glob(f"{name}*.pcap")):
+                    check_verdicts(pcap)
+            except AssertionError as exc:
+                failures[name] = str(exc).splitlines()[0]
+                continue
+            warnings.warn(f"lab scenario {name} first gave {failures.pop(name)}; "
+                          f"a rerun matched the truth (a race in the real software)",
+                          stacklevel=1)
+    assert not failures, "\n".join(failures.values())
 
 
 COMMITTED = sorted(SAMPLES.glob("*.pcap"))
