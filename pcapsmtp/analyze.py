@@ -20,7 +20,7 @@ from pcapsmtp.capture import CaptureInfo, Frame, open_capture
 from pcapsmtp.dissect import SessionBuilder
 from pcapsmtp.flows import FlowTable, Selection
 from pcapsmtp.packets import Decoder, DecodeStats, Segment
-from pcapsmtp.store import SessionStore
+from pcapsmtp.store import SessionStore, default_jobs
 from pcapsmtp.timeline import Session
 
 # A closed connection is finished this long (capture time) after its close, so
@@ -104,14 +104,6 @@ class Pipeline:
             self.finished.append(session)
         if self.on_session:
             self.on_session(session)
-
-
-def default_jobs() -> int:
-    """Worker processes for a big capture: $PCAPSMTP_JOBS, else min(CPUs, 4)."""
-    env = os.environ.get("PCAPSMTP_JOBS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, min(os.cpu_count() or 1, 4))
 
 
 # Below this file size one process is faster than several (each worker re-reads and

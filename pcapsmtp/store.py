@@ -10,6 +10,8 @@ rules that look across sessions.
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import pickle
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +20,18 @@ from typing import Any, overload
 from pcapsmtp.timeline import Session
 
 SPOOL_IN_MEMORY = 8 * 2**20  # bytes of pickled sessions kept in RAM before spilling to disk
+# parallel_map: fewer sessions than this are rendered in this process (forking costs ms),
+# and each worker gets this many sessions at a time.
+PARALLEL_MIN_SESSIONS = 1000
+PARALLEL_BATCH = 64
+
+
+def default_jobs() -> int:
+    """Worker processes for a big capture: $PCAPSMTP_JOBS, else min(CPUs, 4)."""
+    env = os.environ.get("PCAPSMTP_JOBS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 def stub(session: Session) -> Session:
@@ -47,6 +61,7 @@ class SessionStore(Sequence[Session]):
             tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
         self._spools = [self._spool]
         self._where: dict[int, tuple[int, int, int]] = {}  # id -> (spool, offset, length)
+        self._fds: list[int | None] = []  # per spool after seal: a file to pread, or None
         self.stubs: list[Session] = []
         self._order: list[int] = []
 
@@ -80,12 +95,23 @@ class SessionStore(Sequence[Session]):
         """No more sessions: fix the order (by id, i.e. by first packet)."""
         self.stubs.sort(key=lambda s: s.id)
         self._order = [s.id for s in self.stubs]
+        self._fds = []
+        for spool in self._spools:
+            spool.flush()
+            on_disk = not isinstance(spool, tempfile.SpooledTemporaryFile) or spool._rolled
+            # pread: no shared file offset, so forked renderers (parallel_map) can read too
+            self._fds.append(spool.fileno() if on_disk else None)
 
     def load(self, sid: int) -> Session:
         index, offset, length = self._where[sid]
-        spool = self._spools[index]
-        spool.seek(offset)
-        session: Session = pickle.loads(spool.read(length))
+        fd = self._fds[index] if index < len(self._fds) else None
+        if fd is not None:
+            data = os.pread(fd, length, offset)
+        else:
+            spool = self._spools[index]
+            spool.seek(offset)
+            data = spool.read(length)
+        session: Session = pickle.loads(data)
         session.id = sid  # a worker's spool holds the pre-merge id
         return session
 
@@ -160,3 +186,88 @@ def stubs_of(sessions: Sequence[Session]) -> Sequence[Session]:
         by_id = {s.id: s for s in sessions.store.stubs}
         return [by_id[i] for i in sessions.ids]
     return sessions
+
+
+def parallel_map(sessions: Sequence[Session], fn: Callable[[Session], str],
+                 jobs: int | None = None) -> Iterator[str]:
+    """``fn(session)`` for each session, in order, computed by forked workers when
+    ``sessions`` is a store (or an untransformed view of one) of many sessions.
+
+    For renderers: loading a session and turning it into text is most of a report's
+    cost, and the parent otherwise does it alone after the analysis workers finish
+    (measured: JSON of the 300k-packet benchmark, 7,204 sessions, 2.3 s in one process).
+    A view with a transform (redaction) stays in this process: its pseudonym table
+    and counts are state.  At most two batches per worker are in flight, so memory
+    stays bounded whatever the consumer's speed.
+    """
+    store, ids = _plain_ids(sessions)
+    jobs = default_jobs() if jobs is None else jobs
+    if (store is None or jobs < 2 or len(ids) < PARALLEL_MIN_SESSIONS
+            or "fork" not in mp.get_all_start_methods()):
+        for s in sessions:
+            yield fn(s)
+        return
+    batches = [ids[i:i + PARALLEL_BATCH] for i in range(0, len(ids), PARALLEL_BATCH)]
+    ctx = mp.get_context("fork")
+    workers = []
+    for _ in range(min(jobs, len(batches))):
+        here, there = ctx.Pipe()
+        proc = ctx.Process(target=_map_worker, args=(store, fn, there), daemon=True)
+        proc.start()
+        there.close()
+        workers.append((proc, here))
+    try:
+        sent = 0
+        for _ in range(2 * len(workers)):
+            if sent < len(batches):
+                workers[sent % len(workers)][1].send(batches[sent])
+                sent += 1
+        for i in range(len(batches)):
+            proc, conn = workers[i % len(workers)]
+            try:
+                status, value = conn.recv()
+            except EOFError:
+                raise RuntimeError(f"render worker {proc.pid} died "
+                                   f"(exit status {proc.exitcode})") from None
+            if status == "error":
+                raise value
+            if sent < len(batches):
+                conn.send(batches[sent])
+                sent += 1
+            yield from value
+    finally:
+        for _proc, conn in workers:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+            conn.close()
+        for proc, _ in workers:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+
+
+def _plain_ids(sessions: Sequence[Session]) -> tuple[SessionStore | None, list[int]]:
+    if isinstance(sessions, SessionStore):
+        return sessions, list(sessions._order)
+    if isinstance(sessions, SessionView) and sessions.fn is None:
+        return sessions.store, list(sessions.ids)
+    return None, []
+
+
+def _map_worker(store: SessionStore, fn: Callable[[Session], str], conn: Any) -> None:
+    while True:
+        try:
+            batch = conn.recv()
+        except EOFError:
+            return
+        if batch is None:
+            return
+        try:
+            conn.send(("ok", [fn(store.load(sid)) for sid in batch]))
+        except Exception as exc:  # noqa: BLE001 - the parent re-raises it
+            try:
+                conn.send(("error", exc))
+            except Exception:  # noqa: BLE001
+                conn.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))

@@ -100,3 +100,23 @@ def test_worker_errors_reach_the_caller(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not a capture file at all" * 10)
     with pytest.raises(CaptureError):
         analyze(str(bad), jobs=2)
+
+
+def test_parallel_rendering_same_as_serial(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """JSON sessions rendered by forked workers (store.parallel_map) come out the same and
+    in the same order; a filtered view too; a transformed view stays serial."""
+    from pcapsmtp import store as store_mod
+
+    path = tmp_path / "many.pcap"
+    many_sessions(path)
+    serial = json_report.render(analyze(str(path), jobs=1))
+    monkeypatch.setattr(store_mod, "PARALLEL_MIN_SESSIONS", 2)
+    monkeypatch.setattr(store_mod, "PARALLEL_BATCH", 3)
+    result = analyze(str(path), jobs=2)
+    assert json_report.render(result) == serial
+    view = result.sessions.filter(lambda s: s.id % 3 == 0)
+    texts = list(store_mod.parallel_map(view, lambda s: f"{s.id}:{len(s.events)}", jobs=2))
+    assert texts == [f"{s.id}:{len(s.events)}" for s in view]
+    mapped = result.sessions.map(lambda s: s)
+    assert list(store_mod.parallel_map(mapped, lambda s: str(s.id), jobs=2)) == \
+        [str(i) for i in range(1, len(result.sessions) + 1)]

@@ -16,7 +16,7 @@ from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.jsonable import plain
 from pcapsmtp.render.common import ending, linktype_name
-from pcapsmtp.store import stubs_of
+from pcapsmtp.store import parallel_map, stubs_of
 from pcapsmtp.timeline import Event, Session, endpoint
 
 SCHEMA = "pcapsmtp/1"
@@ -39,9 +39,13 @@ def chunks(result: Analysis, sharing: Any = None) -> Iterator[str]:
         data["redacted"] = sharing.redacted
     head = _dump(data)
     yield head[:-1] + ',"sessions":['
-    for i, s in enumerate(result.sessions):
-        yield ("," if i else "") + _dump(session_dict(s))
+    for i, text in enumerate(parallel_map(result.sessions, _session_json)):
+        yield ("," if i else "") + text
     yield "]}\n"
+
+
+def _session_json(s: Session) -> str:
+    return _dump(session_dict(s))
 
 
 def _dump(value: Any) -> str:
