@@ -815,7 +815,10 @@ def _decode_cert(der: bytes) -> CertInfo:
     with warnings.catch_warnings(record=True) as caught:  # kept, never printed
         warnings.simplefilter("always")
         _fill_cert(info, der)
-    info.warnings = sorted({str(w.message)[:200] for w in caught})
+    # Not ResourceWarning: a garbage collection during the parse finalizes unrelated
+    # objects (an unclosed file elsewhere), whose warning is no fact about this DER.
+    info.warnings = sorted({str(w.message)[:200] for w in caught
+                            if not issubclass(w.category, ResourceWarning)})
     if len(_CERT_CACHE) >= _CERT_CACHE_SIZE:
         _CERT_CACHE.pop(next(iter(_CERT_CACHE)))
     _CERT_CACHE[digest] = info
