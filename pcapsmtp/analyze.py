@@ -7,6 +7,7 @@ after it closes.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import stat
@@ -19,7 +20,7 @@ from pcapsmtp import rules
 from pcapsmtp.capture import CaptureInfo, Frame, open_capture
 from pcapsmtp.dissect import SessionBuilder
 from pcapsmtp.flows import FlowTable, Selection
-from pcapsmtp.packets import Decoder, DecodeStats, Segment
+from pcapsmtp.packets import Decoder, DecodeStats
 from pcapsmtp.store import SessionStore, default_jobs
 from pcapsmtp.timeline import Session
 
@@ -52,6 +53,7 @@ class Pipeline:
         # session ids are then the number of the frame that opened them (see analyze).
         self.shard = shard
         self.decoder = Decoder()
+        self.decoder.shard = shard  # it drops other shards' segments before building them
         self.on_session = on_session
         self.keep = keep  # False: finished sessions only go to on_session (bounded memory)
         self.table = FlowTable(selection, self._new_builder)
@@ -74,8 +76,7 @@ class Pipeline:
         self._frames += 1
         self.now = frame.time
         seg = self.decoder.decode(frame)
-        if seg is not None and (self.shard is None or _shard_of(seg, self.shard[1])
-                                == self.shard[0]):
+        if seg is not None:
             for old in self.table.add(seg):
                 self._finish(old, end_of_capture=False)
         if self._frames % SWEEP_EVERY == 0:
@@ -151,12 +152,6 @@ def analyze(path: str, selection: Selection | None = None,
     return result
 
 
-def _shard_of(seg: Segment, count: int) -> int:
-    """Which worker builds this segment's connection: the same for both directions
-    (Decoder interns address strings, so their hashes are cached)."""
-    return (hash(seg.src) ^ hash(seg.dst) ^ seg.sport ^ seg.dport) % count
-
-
 def _analyze_sharded(path: str, selection: Selection,
                      progress: Callable[[int], None] | None, count: int) -> Analysis:
     """Each of ``count`` forked workers reads the whole file (reading and decoding are
@@ -209,6 +204,9 @@ def _worker(path: str, selection: Selection, index: int, count: int, spool: Any,
     """One shard's sessions into ``spool``; (capture info, decode stats, entries) to the
     parent through ``conn``, or the exception that stopped it."""
     try:
+        # The parent's objects came with the fork: keep the GC from scanning them (and
+        # from touching their pages, which copy-on-write would then duplicate).
+        gc.freeze()
         store = SessionStore(spool)
         pipeline = Pipeline(selection, on_session=store.add, keep=False,
                             shard=(index, count))

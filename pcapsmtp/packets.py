@@ -154,6 +154,9 @@ class Decoder:
         self._frag_max = frag_max_pending
         self._pending: dict[tuple, _Pending] = {}  # insertion order = age order
         self._names: dict[bytes, str] = {}
+        # (index, count): return only the segments of connections that hash to ``index``
+        # (a worker process of analyze); the statistics still count every frame.
+        self.shard: tuple[int, int] | None = None
 
     # ---- entry point -------------------------------------------------------------
 
@@ -362,8 +365,11 @@ class Decoder:
         if doff < 20 or doff > promised:
             self.stats.malformed += 1
             return None
-        payload = data[t + doff:end] if t + doff < end else b""
         self.stats.tcp += 1
+        if self.shard is not None and (hash(src) ^ hash(dst) ^ sport ^ dport) \
+                % self.shard[1] != self.shard[0]:
+            return None  # another worker's connection (analyze._shard_of): counted, not built
+        payload = data[t + doff:end] if t + doff < end else b""
         return Segment(frame.number, frame.time, src, sport, dst, dport, seq, ack,
                        offflags & 0xFF, window, payload, promised - doff - len(payload),
                        version)

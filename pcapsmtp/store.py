@@ -10,6 +10,7 @@ rules that look across sessions.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import pickle
@@ -257,6 +258,7 @@ def _plain_ids(sessions: Sequence[Session]) -> tuple[SessionStore | None, list[i
 
 
 def _map_worker(store: SessionStore, fn: Callable[[Session], str], conn: Any) -> None:
+    gc.freeze()  # the parent's objects: not ours to scan (see analyze._worker)
     while True:
         try:
             batch = conn.recv()
