@@ -189,8 +189,8 @@ def stubs_of(sessions: Sequence[Session]) -> Sequence[Session]:
     return sessions
 
 
-def parallel_map(sessions: Sequence[Session], fn: Callable[[Session], str],
-                 jobs: int | None = None) -> Iterator[str]:
+def parallel_map(sessions: Sequence[Session], fn: Callable[[Session], Any],
+                 jobs: int | None = None) -> Iterator[Any]:
     """``fn(session)`` for each session, in order, computed by forked workers when
     ``sessions`` is a store (or an untransformed view of one) of many sessions.
 
@@ -257,7 +257,7 @@ def _plain_ids(sessions: Sequence[Session]) -> tuple[SessionStore | None, list[i
     return None, []
 
 
-def _map_worker(store: SessionStore, fn: Callable[[Session], str], conn: Any) -> None:
+def _map_worker(store: SessionStore, fn: Callable[[Session], Any], conn: Any) -> None:
     gc.freeze()  # the parent's objects: not ours to scan (see analyze._worker)
     while True:
         try:

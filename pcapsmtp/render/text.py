@@ -10,6 +10,7 @@ from __future__ import annotations
 import textwrap
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 from tabulate import tabulate
@@ -17,7 +18,7 @@ from tabulate import tabulate
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.render.common import ending_text, linktype_name, mark, utc
-from pcapsmtp.store import stubs_of
+from pcapsmtp.store import parallel_map, stubs_of
 from pcapsmtp.timeline import Event, Session, endpoint
 
 WIDTH = 100
@@ -44,9 +45,10 @@ def lines(result: Analysis, timelines: bool = True, sharing: Any = None) -> Iter
     for finding in result.findings:
         yield ""
         yield from _wrap(f"Across sessions: {finding.summary}", "", "  ")
-    for session in result.sessions:
+    # loaded and rendered by forked workers for a big capture (store.parallel_map)
+    for block in parallel_map(result.sessions, partial(_block_lines, timeline=timelines)):
         yield ""
-        yield from session_block(session, timelines)
+        yield from block
     redacted = sharing.redaction_line() if sharing is not None else None
     if redacted:
         yield ""
@@ -119,14 +121,23 @@ def session_table(sessions: list[Session]) -> list[str]:
         "ended": ending_text, "verdict": _code,
     }
     columns = list(cells)
+    # every cell once (each session loaded once, by workers for a big capture); the loop
+    # below only drops columns
+    getters = list(cells.values())
+    full = list(parallel_map(sessions, lambda s: [get(s) for get in getters]))
     while True:
-        rows = [[cells[c](s) for c in columns] for s in sessions]
+        keep = [i for i, c in enumerate(cells) if c in columns]
+        rows = [[row[i] for i in keep] for row in full]
         lines = tabulate(rows, headers=columns, tablefmt="simple",
                          disable_numparse=True).splitlines()
         dropped = [c for c in _OPTIONAL if c in columns]
         if max(map(len, lines)) <= WIDTH or not dropped:
             return [_clip(line) for line in lines]
         columns.remove(dropped[0])
+
+
+def _block_lines(session: Session, timeline: bool) -> list[str]:
+    return list(session_block(session, timeline))
 
 
 def _code(session: Session) -> str:
