@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+# Exact types plain() returns as they are.  Checking the exact type first (and lists of
+# them in one comprehension) made describe() of a ClientHello, mostly lists of ints,
+# about twice as fast as the isinstance chain; subclasses still take the chain below.
+_AS_IS = frozenset({str, int, float, bool, type(None)})
+
 
 def plain(value: Any) -> Any:
     """Dataclasses as dicts, bytes escaped, containers as lists: what json.dumps takes."""
+    t = type(value)
+    if t in _AS_IS:
+        return value
+    if t is list or t is tuple:
+        return [v if type(v) in _AS_IS else plain(v) for v in value]
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     if isinstance(value, bytes | bytearray):
