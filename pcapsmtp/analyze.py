@@ -114,7 +114,8 @@ PARALLEL_MIN_BYTES = 4 * 2**20
 
 def _jobs_for(path: str, jobs: int | None) -> int:
     """How many processes to analyse ``path`` with: one for stdin, pipes and small files."""
-    if path == "-" or "fork" not in mp.get_all_start_methods():
+    if path == "-" or "fork" not in mp.get_all_start_methods() \
+            or mp.current_process().daemon:  # a daemonic process may not have children
         return 1
     try:
         st = os.stat(path)

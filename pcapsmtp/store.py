@@ -204,7 +204,7 @@ def parallel_map(sessions: Sequence[Session], fn: Callable[[Session], Any],
     store, ids = _plain_ids(sessions)
     jobs = default_jobs() if jobs is None else jobs
     if (store is None or jobs < 2 or len(ids) < PARALLEL_MIN_SESSIONS
-            or "fork" not in mp.get_all_start_methods()):
+            or "fork" not in mp.get_all_start_methods() or mp.current_process().daemon):
         for s in sessions:
             yield fn(s)
         return
