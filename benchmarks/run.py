@@ -28,12 +28,16 @@ TSHARK_FIELDS = ["frame.number", "tcp.stream", "smtp.req.command", "smtp.req.par
 
 
 def measure(cmd: list[str]) -> tuple[float, int, int]:
-    """(seconds, peak RSS in MiB, exit status) of one command, output discarded."""
+    """(seconds, peak RSS in MiB, exit status) of one command, output discarded.
+
+    Also prints the CPU seconds (user + system, the command's worker processes
+    included): on a shared machine the wall time moves by +-20% from run to run."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
+    print(f"  ({cmd[0].rsplit('/', 1)[-1]}: {usage.ru_utime + usage.ru_stime:.2f} s CPU)")
     if proc.returncode:
         err = proc.stderr.read().decode(errors="replace").strip().splitlines() if proc.stderr \
             else []
