@@ -135,6 +135,9 @@ _MECHANISM = re.compile(r"[A-Za-z0-9_-]{1,20}\Z")
 _BDAT_SIZE = re.compile(r"[0-9]{1,20}\Z")
 _CONTROLS = bytes([*range(0x09), *range(0x0B, 0x0D), *range(0x0E, 0x20), 0x7F])
 _ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if c != 0x09}
+# Lines _display returns as decoded ASCII (timeit, a 30-byte reply line: 2.9 us with
+# decode + translate, 0.9 us with this check first).
+_PLAIN = re.compile(rb"[\x09\x20-\x7e]*\Z")
 
 
 def _display(raw: bytes) -> str:
@@ -143,6 +146,8 @@ def _display(raw: bytes) -> str:
     Control characters are escaped too because reports go to terminals, and a
     capture is attacker-controlled input (an ESC sequence must not reach a tty).
     """
+    if _PLAIN.match(raw):  # printable ASCII and tabs, most lines: nothing to escape
+        return raw.decode("ascii")
     return raw.decode("utf-8", "backslashreplace").translate(_ESCAPES)
 
 
