@@ -10,15 +10,19 @@ rules that look across sessions.
 
 from __future__ import annotations
 
+import copyreg
+import dataclasses
 import gc
+import io
 import multiprocessing as mp
 import os
 import pickle
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from operator import attrgetter
 from typing import Any, overload
 
-from pcapsmtp.timeline import Session
+from pcapsmtp.timeline import Event, Session
 
 SPOOL_IN_MEMORY = 8 * 2**20  # bytes of pickled sessions kept in RAM before spilling to disk
 # parallel_map: fewer sessions than this are rendered in this process (forking costs ms),
@@ -33,6 +37,23 @@ def default_jobs() -> int:
     if env.isdigit() and int(env) > 0:
         return int(env)
     return max(1, min(os.cpu_count() or 1, 4))
+
+
+# Events (slotted dataclasses) pickled as their constructor's arguments instead of
+# object state.  SessionStore.add on 2,000 sessions of the 100k benchmark, with the
+# seek per add also gone: 141 -> 102 us a session; loading is as fast as before.
+_EVENT_FIELDS = [f.name for f in dataclasses.fields(Event)]
+assert all(f.init for f in dataclasses.fields(Event)), "Event(*fields) must rebuild an Event"
+_event_args = attrgetter(*_EVENT_FIELDS)
+_DISPATCH = {**copyreg.dispatch_table, Event: lambda e: (Event, _event_args(e))}
+
+
+def _dumps(session: Session) -> bytes:
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _DISPATCH
+    pickler.dump(session)
+    return buf.getvalue()
 
 
 def stub(session: Session) -> Session:
@@ -63,14 +84,19 @@ class SessionStore(Sequence[Session]):
         self._spools = [self._spool]
         self._where: dict[int, tuple[int, int, int]] = {}  # id -> (spool, offset, length)
         self._fds: list[int | None] = []  # per spool after seal: a file to pread, or None
+        # End of our spool while only add() touches it: a seek (which also flushes a
+        # buffered file) per session is what this saves.
+        self._end: int | None = None
         self.stubs: list[Session] = []
         self._order: list[int] = []
 
     def add(self, session: Session) -> None:
-        data = pickle.dumps(session, protocol=pickle.HIGHEST_PROTOCOL)
-        self._spool.seek(0, 2)
-        self._where[session.id] = (0, self._spool.tell(), len(data))
+        data = _dumps(session)
+        if self._end is None:  # first add, or a load() moved the file position
+            self._end = self._spool.seek(0, 2)
+        self._where[session.id] = (0, self._end, len(data))
         self._spool.write(data)
+        self._end += len(data)
         self.stubs.append(stub(session))
 
     def entries(self) -> list[tuple[Session, int, int]]:
@@ -112,6 +138,8 @@ class SessionStore(Sequence[Session]):
             spool = self._spools[index]
             spool.seek(offset)
             data = spool.read(length)
+            if index == 0:
+                self._end = None
         session: Session = pickle.loads(data)
         session.id = sid  # a worker's spool holds the pre-merge id
         return session
