@@ -6,6 +6,7 @@ Errors the user can act on come out as one line on stderr with exit status 1
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -155,6 +156,9 @@ def _endpoints(ctx: Any, param: Any, values: tuple[str, ...]) -> tuple[str, ...]
               help="Decrypt STARTTLS and port-465 sessions with this key-log file "
                    "(SSLKEYLOGFILE format) and show the SMTP dialogue inside TLS.  "
                    "Implies --engine tshark.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), metavar="N",
+              help="Worker processes for a large capture file (default: $PCAPSMTP_JOBS, "
+                   "else the CPUs, at most 4).  The report is the same with any N.")
 @click.option("--debug", is_flag=True, hidden=True)
 @_guarded
 def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
@@ -162,7 +166,7 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
             redact: bool, redact_key: str | None, keep_domains: bool,
             session_ids: frozenset[int], failures_only: bool, clients: tuple[str, ...],
             servers: tuple[str, ...], engine: str | None, keylog: str | None,
-            debug: bool) -> None:
+            jobs: int | None, debug: bool) -> None:
     """Report on every SMTP session in CAPTURE (pcap, pcapng, gzipped; '-' reads stdin).
 
     For each session: who talked to whom, the dialogue as the wire saw it (plaintext
@@ -173,6 +177,8 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     from pcapsmtp.analyze import analyze as run
     from pcapsmtp.redact import share
 
+    if jobs:
+        os.environ["PCAPSMTP_JOBS"] = str(jobs)  # read by the analysis and the renderers
     scope = _scope(session_ids, failures_only, clients, servers)
     implicit = _ports(tls_ports) | {465}
     selection = Selection(ports=frozenset(DEFAULT_PORTS | _ports(ports) | implicit),

@@ -141,3 +141,10 @@ def test_every_sample_report_fits_100_columns() -> None:
         report = text.render(analyze(str(path)))
         too_wide = [line for line in report.splitlines() if len(line) > 100]
         assert not too_wide, (path.name, too_wide[:3])
+
+
+def test_jobs_option(tmp_path: Path) -> None:
+    path = simple_session().write(tmp_path / "x.pcap")
+    assert run("analyze", "-j", "0", str(path)).returncode == 2
+    one, two = run("analyze", "-j", "1", str(path)), run("analyze", "-j", "2", str(path))
+    assert one.returncode == two.returncode == 0 and one.stdout == two.stdout
