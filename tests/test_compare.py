@@ -2,7 +2,8 @@
 
 The pairs in samples/ were captured at both ends of one real session (see
 samples/README.md): the router dropped the client's first TLS record; a PIX-like
-proxy rewrote bytes; a path-MTU black hole ate the full-size segments.
+proxy rewrote bytes; a path-MTU black hole ate the full-size segments; a router
+source-NATed the client.
 """
 
 from __future__ import annotations
@@ -105,6 +106,15 @@ def _nat(src: Path, dst: Path, old: str, new: str, port_shift: int) -> None:
             ip.dst, tcp.dport = new, tcp.dport + port_shift
         del ip.chksum, tcp.chksum
     wrpcap(str(dst), packets)
+
+
+def test_real_nat_path_matches_and_reports_nothing_lost() -> None:
+    """The lab's router source-NATs the client (nft snat): one session, a clean path."""
+    c = pair("nat-plain")
+    verdict, findings = only(c)
+    assert c.pairs[0].match.a.client == ("192.0.2.10", 40220)
+    assert c.pairs[0].match.b.client == ("198.51.100.1", 50220)
+    assert verdict["code"] == "path-clean" and findings == []
 
 
 def test_nat_rewritten_copy_still_matches(tmp_path: Path) -> None:

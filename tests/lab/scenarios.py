@@ -27,6 +27,7 @@ from tests.lab.netns import (
     CLI6,
     CLI_IF,
     RTR,
+    RTR4_SRV,
     RTR_SRV_IF,
     SRV,
     SRV4,
@@ -272,6 +273,13 @@ def body_pmtu_blackhole(ctx: Ctx) -> str:
             return out
     finally:
         run(in_ns(RTR, ["ip", "link", "set", "dev", RTR_SRV_IF, "mtu", "1500"]))
+
+
+def body_nat_plain(ctx: Ctx) -> str:
+    """The router source-NATs the client to its own address and port 50220."""
+    rule = f"ip saddr {CLI4} tcp dport 25 snat ip to {RTR4_SRV}:50220"
+    with faults.nft_rules(RTR, "postrouting", [rule], kind="nat", priority=100):
+        return swaks(lport=40220)
 
 
 @contextmanager
@@ -528,6 +536,21 @@ SCENARIOS: list[Scenario] = [
         client_sessions=[session(C + "40200", SERVER25, "pmtu-blackhole", closed_by="server",
                                  how="FIN", stage="data", path_mtu=1280)],
         log_expect=(r"timeout after DATA",)),
+    Scenario(
+        "nat-plain",
+        "One message in plaintext through a router that source-NATs the client: the server "
+        "sees 198.51.100.1:50220, the client 192.0.2.10:40220. For `pcapsmtp compare`: the "
+        "two captures must still be matched as one session, with nothing lost or changed.",
+        "swaks through the lab router with an nft `snat ip to 198.51.100.1:50220` rule "
+        "(postrouting). Captures on both sides: NAME.pcap (server) and NAME.client.pcap "
+        "(client).",
+        body_nat_plain,
+        [session(f"{RTR4_SRV}:50220", SERVER25, "ok", closed_by="server", how="FIN",
+                 stage="quit", messages_accepted=1, close_race=RACE)],
+        two_sided=True,
+        client_sessions=[session(C + "40220", SERVER25, "ok", closed_by="server", how="FIN",
+                                 stage="quit", messages_accepted=1, close_race=RACE)],
+        log_expect=(r"status=sent",)),
     Scenario(
         "pix-fixup",
         "A Cisco PIX 'fixup smtp' look-alike in the router: the banner is masked with "
