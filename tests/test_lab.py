@@ -54,15 +54,34 @@ def lab_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, R
     return base / "out", {r.name: r for r in results}
 
 
+# Real stacks race (who closes first after QUIT, a close_notify crossing a FIN, whether
+# Postfix has read an early talker's bytes before it checks for them): a
+# scenario that did not happen as intended, or whose verdict differs, is made again this
+# many times before the test fails.
+# A mismatch that a rerun does not reproduce is reported as a warning, never dropped.
+RERUNS = 2
+
+
 NAMES = [sc.name for sc in SCENARIOS]
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_scenario_happened(lab_run: tuple[Path, dict[str, Result]], name: str) -> None:
     """Each scenario ran, its captures are non-empty and Postfix logged the intended event."""
-    _, results = lab_run
+    from tests.lab.make_samples import generate
+
+    base, results = lab_run
     result = results[name]
-    assert result.problems == []
+    first = list(result.problems)
+    for attempt in range(RERUNS):  # real software races: see RERUNS
+        if not result.problems:
+            break
+        again = base.parent / f"happened-{name}-{attempt}"
+        (result,) = generate(again / "out", again / "logs", [name])
+    assert result.problems == [], first
+    if first:
+        warnings.warn(f"lab scenario {name} first gave {first}; a rerun happened as intended "
+                      "(a race in the real software)", stacklevel=1)
     assert result.files and all(f.stat().st_size > 24 for f in result.files)
 
 
@@ -99,12 +118,6 @@ def check_verdicts(pcap: Path) -> None:
 def regenerated(out: Path) -> list[Path]:
     """Every capture the lab wrote."""
     return sorted(out.glob("*.pcap"))
-
-
-# Real stacks race (who closes first after QUIT, a close_notify crossing a FIN): a
-# scenario whose verdict differs is made again this many times before the test fails.
-# A mismatch that a rerun does not reproduce is reported as a warning, never dropped.
-RERUNS = 2
 
 
 def scenario_of(pcap: Path) -> str:
