@@ -113,6 +113,15 @@ def check_verdicts(pcap: Path) -> None:
             assert gclient == wclient
     for secret in truth.get("secrets", []):
         assert secret not in output, f"{pcap.name}: a secret appears in pcapsmtp's output"
+    keylog = truth.get("keylog")
+    if keylog and shutil.which("tshark"):
+        keys = pcap.with_name(keylog["file"])
+        proc = subprocess.run([sys.executable, "-m", "pcapsmtp", "analyze", "--format", "json",
+                               "--keylog", str(keys), str(pcap)], capture_output=True,
+                              text=True, timeout=300, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        decrypted = [s["verdict"]["code"] for s in json.loads(proc.stdout)["sessions"]]
+        assert decrypted == keylog["verdicts"], f"{pcap.name} decrypted: {decrypted}"
 
 
 def regenerated(out: Path) -> list[Path]:

@@ -73,8 +73,10 @@ def drain(sock: socket.socket | ssl.SSLSocket, limit: float) -> None:
     print("== closed by peer or limit", flush=True)
 
 
-def starttls(sock: socket.socket) -> ssl.SSLSocket:
-    """EHLO, STARTTLS, then a TLS 1.2 handshake (1.2: nothing encrypted flows after it)."""
+def starttls(sock: socket.socket, keylog: str | None = None) -> ssl.SSLSocket:
+    """EHLO, STARTTLS, then a TLS 1.2 handshake (1.2: nothing encrypted flows after it).
+
+    ``keylog``: write the session keys there (SSLKEYLOGFILE format) for decryption."""
     reply(sock)
     send(sock, EHLO)
     reply(sock)
@@ -84,6 +86,8 @@ def starttls(sock: socket.socket) -> ssl.SSLSocket:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if keylog:
+        ctx.keylog_filename = keylog
     tls = ctx.wrap_socket(sock, server_hostname="mx.lab.example")
     print(f"== TLS {tls.version()} {tls.cipher()}", flush=True)
     return tls
@@ -100,6 +104,17 @@ def mode_tls_ehlo(sock: socket.socket, args: argparse.Namespace) -> None:
     tls = starttls(sock)
     send(tls, EHLO)
     drain(tls, args.wait)
+
+
+def mode_tls_keylog(sock: socket.socket, args: argparse.Namespace) -> None:
+    """STARTTLS with the keys logged, then EHLO, MAIL, a RCPT the server rejects, QUIT:
+    encrypted, it looks fine; decrypted, the 550 shows."""
+    tls = starttls(sock, keylog=args.keylog)
+    for line in (EHLO, b"MAIL FROM:<sender@example.org>\r\n",
+                 b"RCPT TO:<nobody@lab.example>\r\n", b"QUIT\r\n"):
+        send(tls, line)
+        log("<~", reply(tls))
+    drain(tls, 2)
 
 
 def mode_plain_silent(sock: socket.socket, args: argparse.Namespace) -> None:
@@ -199,6 +214,7 @@ def mode_split_rcpt(sock: socket.socket, args: argparse.Namespace) -> None:
 MODES: dict[str, Callable[[socket.socket, argparse.Namespace], None]] = {
     "tls-silent": mode_tls_silent,
     "tls-ehlo": mode_tls_ehlo,
+    "tls-keylog": mode_tls_keylog,
     "plain-silent": mode_plain_silent,
     "early-talker": mode_early_talker,
     "starttls-plain": mode_starttls_plain,
@@ -219,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait", type=float, default=10.0, help="max seconds to wait at the end")
     ap.add_argument("--connect-timeout", type=float, default=5.0)
     ap.add_argument("--size", type=int, default=20000)
+    ap.add_argument("--keylog", default=None, help="SSLKEYLOGFILE to write (tls-keylog)")
     ap.add_argument("--user-timeout", type=float, default=0, help="TCP_USER_TIMEOUT seconds")
     args = ap.parse_args(argv)
     try:

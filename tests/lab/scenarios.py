@@ -275,6 +275,13 @@ def body_pmtu_blackhole(ctx: Ctx) -> str:
         run(in_ns(RTR, ["ip", "link", "set", "dev", RTR_SRV_IF, "mtu", "1500"]))
 
 
+def body_starttls_keylog(ctx: Ctx) -> str:
+    """Python ssl client logging its TLS keys; the RCPT is rejected inside TLS."""
+    keys = ctx.out / "starttls-keylog.keys"
+    keys.unlink(missing_ok=True)  # the client appends
+    return py("tls-keylog", lport=40230, keylog=str(keys))
+
+
 def body_nat_plain(ctx: Ctx) -> str:
     """The router source-NATs the client to its own address and port 50220."""
     rule = f"ip saddr {CLI4} tcp dport 25 snat ip to {RTR4_SRV}:50220"
@@ -536,6 +543,20 @@ SCENARIOS: list[Scenario] = [
         client_sessions=[session(C + "40200", SERVER25, "pmtu-blackhole", closed_by="server",
                                  how="FIN", stage="data", path_mtu=1280)],
         log_expect=(r"timeout after DATA",)),
+    Scenario(
+        "starttls-keylog",
+        "STARTTLS (TLS 1.2), then EHLO, MAIL and a RCPT that Postfix rejects with 550, QUIT "
+        "-- all inside TLS. Without keys the capture shows an encrypted dialogue that closed "
+        "in order (ok: acceptance cannot be seen); with the key-log file next to it "
+        "(starttls-keylog.keys, SSLKEYLOGFILE format) `pcapsmtp analyze --keylog` shows the "
+        "inner dialogue and the 550.",
+        "Python ssl client (SSLContext.keylog_filename) to Postfix on 25; server-side "
+        "capture; the keys are only for this throw-away lab session.",
+        body_starttls_keylog,
+        [session(C + "40230", SERVER25, "ok", closed_by="server", how="FIN",
+                 stage="quit", inner="RCPT answered 550 inside TLS", close_race=RACE)],
+        extra={"keylog": {"file": "starttls-keylog.keys", "verdicts": ["smtp-rejected"]}},
+        log_expect=(r"NOQUEUE: reject: RCPT",)),
     Scenario(
         "nat-plain",
         "One message in plaintext through a router that source-NATs the client: the server "
