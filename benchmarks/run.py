@@ -59,6 +59,8 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--file", type=Path, help="capture to measure (default: make one)")
     ap.add_argument("--packets", type=int, default=300_000)
+    ap.add_argument("--tshark-engine", action="store_true",
+                    help="also time `pcapsmtp analyze --engine tshark` (slow: minutes)")
     args = ap.parse_args()
     path = args.file
     if path is None:
@@ -89,6 +91,11 @@ def main() -> int:
           f"peak {m_ts} MiB")
     print(f"ratio: pcapsmtp is {t_ts / t_ours:.1f}x tshark's throughput "
           f"(target 5x); peak memory {m_ours} MiB (target < 200 MiB)")
+    if args.tshark_engine:
+        t_eng, m_eng, rc_eng = measure(ours[:4] + ["--engine", "tshark"] + ours[4:])
+        print(f"--engine tshark  : {t_eng:7.2f} s  {packets / t_eng:10,.0f} packets/s  "
+              f"peak {m_eng} MiB  ({t_eng / t_ours:.1f}x slower than the native engine)")
+        rc = rc or rc_eng
     return 1 if rc else 0
 
 
