@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time as _time
+from collections import Counter
+from collections.abc import Sequence
 
+from pcapsmtp.store import stubs_of
 from pcapsmtp.timeline import Session
 
 LINKTYPE_NAMES = {
@@ -59,3 +62,14 @@ def ending_text(session: Session) -> str:
     if e["closed_by"]:
         return f"{e['closed_by']} {e['how']}"
     return "open at end" if session.open_at_end else "no close"
+
+
+def verdict_code(session: Session) -> str:
+    return getattr(session.verdict, "code", None) or "-"
+
+
+def verdict_tally(sessions: Sequence[Session]) -> str:
+    """'ok 3, smtp-rejected 1', most frequent first; counted on the in-memory stubs, so a
+    spooled report does not load every session just to count."""
+    counts = Counter(verdict_code(s) for s in stubs_of(sessions))
+    return ", ".join(f"{code} {n}" for code, n in sorted(counts.items(), key=lambda x: -x[1]))

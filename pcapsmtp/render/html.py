@@ -23,7 +23,6 @@ server's on the right, one row per timeline event from top to bottom.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html import escape
@@ -31,7 +30,8 @@ from typing import Any
 
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
-from pcapsmtp.render.common import ending_text, linktype_name, utc
+from pcapsmtp.render.common import ending_text, linktype_name, utc, verdict_tally
+from pcapsmtp.render.common import verdict_code as _code
 from pcapsmtp.render.text import _grouped, timeline_rows
 from pcapsmtp.timeline import Event, Session, endpoint
 
@@ -179,9 +179,7 @@ def summary(result: Analysis) -> Iterator[str]:
         yield "<p>No SMTP sessions in this report.</p>"
         yield "</section>"
         return
-    counts = Counter(_code(s) for s in sessions)
-    tally = ", ".join(f"{c} {n}" for c, n in sorted(counts.items(), key=lambda x: -x[1]))
-    yield f"<p>{len(sessions)} session(s): {escape(tally)}</p>"
+    yield f"<p>{len(sessions)} session(s): {escape(verdict_tally(sessions))}</p>"
     yield '<table class="sessions">'
     heads = ["#", "client", "server", "start UTC", "secs", "pkts", "ended", "verdict"]
     yield "<thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead>"
@@ -459,10 +457,6 @@ def footer(sharing: Any) -> Iterator[str]:
                "the same pseudonym).</p></section>")
     yield f"<p>Made by pcapsmtp {escape(__version__)}.</p>"
     yield "</footer>"
-
-
-def _code(session: Session) -> str:
-    return getattr(session.verdict, "code", None) or "-"
 
 
 def prose(text: str) -> str:

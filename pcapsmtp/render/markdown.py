@@ -10,13 +10,13 @@ read in a fixed-width font and pasted on as is.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
-from pcapsmtp.render.common import ending_text, linktype_name, utc
+from pcapsmtp.render.common import ending_text, linktype_name, utc, verdict_tally
+from pcapsmtp.render.common import verdict_code as _code
 from pcapsmtp.render.text import timeline_rows
 from pcapsmtp.timeline import Session, endpoint
 
@@ -75,9 +75,7 @@ def summary(sessions: list[Session]) -> Iterator[str]:
     if not sessions:
         yield "No SMTP sessions in this report."
         return
-    counts = Counter(_code(s) for s in sessions)
-    tally = ", ".join(f"{c} {n}" for c, n in sorted(counts.items(), key=lambda x: -x[1]))
-    yield f"{len(sessions)} session(s): {text(tally)}"
+    yield f"{len(sessions)} session(s): {text(verdict_tally(sessions))}"
     yield ""
     headers = ["#", "client", "server", "start UTC", "secs", "pkts", "ended", "verdict"]
     rows = [[f"[{s.id}](#session-{s.id})", cell(endpoint(s.client)), cell(endpoint(s.server)),
@@ -130,10 +128,6 @@ def fenced(body: list[str], lang: str = "text") -> Iterator[str]:
     yield fence + lang
     yield from body
     yield fence
-
-
-def _code(session: Session) -> str:
-    return getattr(session.verdict, "code", None) or "-"
 
 
 def text(value: str) -> str:

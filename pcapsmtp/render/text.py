@@ -8,7 +8,6 @@ session with its verdict and timeline.
 from __future__ import annotations
 
 import textwrap
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -17,7 +16,8 @@ from tabulate import tabulate
 
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
-from pcapsmtp.render.common import ending_text, linktype_name, mark, utc
+from pcapsmtp.render.common import ending_text, linktype_name, mark, utc, verdict_tally
+from pcapsmtp.render.common import verdict_code as _code
 from pcapsmtp.store import parallel_map, stubs_of
 from pcapsmtp.timeline import Event, Session, endpoint
 
@@ -92,12 +92,10 @@ ATTENTION_LIST = 30
 
 def summary(sessions: Sequence[Session]) -> Iterator[str]:
     light = stubs_of(sessions)  # verdicts without loading every session from the spool
-    counts = Counter(_code(s) for s in light)
     if not sessions:
         yield "No SMTP sessions found (ports: see --port, or --any-port to find them by banner)."
         return
-    tally = ", ".join(f"{code} {n}" for code, n in sorted(counts.items(), key=lambda x: -x[1]))
-    yield from _wrap(f"sessions: {len(sessions)}  ({tally})", "", "  ")
+    yield from _wrap(f"sessions: {len(sessions)}  ({verdict_tally(sessions)})", "", "  ")
     attention = [s for s in light if not _code(s).startswith("ok")]
     if attention:
         more = len(attention) - ATTENTION_LIST
@@ -138,10 +136,6 @@ def session_table(sessions: list[Session]) -> list[str]:
 
 def _block_lines(session: Session, timeline: bool) -> list[str]:
     return list(session_block(session, timeline))
-
-
-def _code(session: Session) -> str:
-    return getattr(session.verdict, "code", None) or "-"
 
 
 def session_block(session: Session, timeline: bool = True) -> Iterator[str]:

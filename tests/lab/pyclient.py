@@ -132,7 +132,7 @@ def mode_early_talker(sock: socket.socket, args: argparse.Namespace) -> None:
 
 
 def drain_until_quit(sock: socket.socket) -> None:
-    """Read banner and EHLO reply (whatever came), then QUIT politely."""
+    """Read whatever replies came within half a second, then QUIT politely."""
     time.sleep(0.5)
     sock.settimeout(2)
     try:
@@ -201,14 +201,7 @@ def mode_split_rcpt(sock: socket.socket, args: argparse.Namespace) -> None:
     send(sock, b"MAIL FROM:<sender@example.org>\r\nRCPT TO:<user@lab.example>\r\nRC")
     time.sleep(0.3)  # let the first segment go out alone
     send(sock, b"PT TO:<other@lab.example>\r\n")
-    time.sleep(0.5)
-    sock.settimeout(2)
-    try:
-        log("<-", sock.recv(8192))
-    except TimeoutError:
-        pass
-    send(sock, b"QUIT\r\n")
-    drain(sock, 3)
+    drain_until_quit(sock)
 
 
 MODES: dict[str, Callable[[socket.socket, argparse.Namespace], None]] = {
