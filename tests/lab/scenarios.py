@@ -205,11 +205,18 @@ def body_ban_after_failure(ctx: Ctx) -> str:
 def fake_server(ctx: Ctx) -> Iterator[None]:
     """Replace Postfix on port 25 by tests.lab.pyserver for one scenario, always undone."""
     ctx.pf.stop()
-    proc = subprocess.Popen(in_ns(SRV, [sys.executable, "-m", "tests.lab.pyserver", "0.0.0.0",
-                                        "25"]), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    with helper_process(SRV, ["tests.lab.pyserver", "0.0.0.0", "25"], 25):
+        yield
+
+
+@contextmanager
+def helper_process(ns: str, module_args: list[str], port: int) -> Iterator[None]:
+    """``python -m MODULE ARGS`` in namespace ns until the block ends; ready once it
+    listens on port; stopped (terminate, then kill) whatever happens."""
+    proc = subprocess.Popen(in_ns(ns, [sys.executable, "-m", *module_args]), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_listen(SRV, 25)
+        wait_listen(ns, port)
         yield
     finally:
         proc.terminate()
@@ -292,21 +299,11 @@ def body_nat_plain(ctx: Ctx) -> str:
 @contextmanager
 def pix_proxy() -> Iterator[None]:
     """tests.lab.pixproxy in the router, made transparent by an nft redirect of port 25."""
-    proc = subprocess.Popen(in_ns(RTR, [sys.executable, "-m", "tests.lab.pixproxy", "--listen",
-                                        "0.0.0.0:2525", "--connect", SERVER25]),
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_listen(RTR, 2525)
+    args = ["tests.lab.pixproxy", "--listen", "0.0.0.0:2525", "--connect", SERVER25]
+    with helper_process(RTR, args, 2525):
         rule = f"ip saddr {CLI4} ip daddr {SRV4} tcp dport 25 redirect to :2525"
         with faults.nft_rules(RTR, "prerouting", [rule], kind="nat", priority=-100):
             yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def body_pix_fixup(ctx: Ctx) -> str:
