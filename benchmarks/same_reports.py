@@ -64,12 +64,14 @@ def main() -> int:
     mode.add_argument("--check", type=Path, metavar="DIR")
     ap.add_argument("--also", type=Path, action="append", default=[], metavar="DIR")
     ap.add_argument("--bench", type=Path, help="a big capture (benchmarks/out/bench-*.pcap)")
+    ap.add_argument("--into", type=Path, metavar="DIR",
+                    help="with --check: where the new reports go (default: DIR.new)")
     args = ap.parse_args()
     if args.save:
         run(args.save, args.also, args.bench)
         print(f"saved {len(list(args.save.iterdir()))} reports in {args.save}")
         return 0
-    fresh = args.check.with_name(args.check.name + ".new")
+    fresh = args.into or args.check.with_name(args.check.name + ".new")
     run(fresh, args.also, args.bench)
     differ = [name for name, _ in cases(args.also, args.bench)
               if not (args.check / name).exists()
