@@ -82,19 +82,29 @@ class LiveError(Exception):
 # ----------------------------------------------------------------------------- building
 
 
+# Non-first IPv4 fragments of TCP, and every IPv6 packet whose first extension header
+# is a fragment header (next header 44).
+FRAGMENTS = "(ip proto 6 and ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44)"
+
+
 def build_filter(ports: frozenset[int], any_port: bool = False,
                  user_filter: str | None = None) -> str:
     """The BPF filter handed to tcpdump: the user's, or TCP on the followed ports.
 
     The VLAN branch matters on trunk ports, where tagged frames never match a plain
-    ``tcp port 25``; with --any-port every TCP packet is needed to find banners."""
+    ``tcp port 25``; with --any-port every TCP packet is needed to find banners.
+    Fragments are let through whatever their ports: an IPv4 fragment after the first
+    carries no TCP header for ``port 25`` to match, and libpcap's ``tcp`` does not look
+    past an IPv6 fragment header -- without them the reassembly sees a gap where a
+    middlebox or a small MTU split a segment (rare enough to cost nothing)."""
     if user_filter is not None and user_filter.strip():
         return user_filter.strip()
     if any_port:
-        base = "tcp"
+        tcp = "tcp"
     else:
-        base = "tcp and (" + " or ".join(f"port {p}" for p in sorted(ports)) + ")"
-    return f"({base}) or (vlan and ({base}))"
+        tcp = "tcp and (" + " or ".join(f"port {p}" for p in sorted(ports)) + ")"
+    base = f"({tcp}) or {FRAGMENTS}"
+    return f"{base} or (vlan and ({base}))"
 
 
 def find_tcpdump(explicit: str | None = None) -> str | None:
