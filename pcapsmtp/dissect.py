@@ -67,7 +67,12 @@ class _Provenance:
 
 
 class SessionBuilder:
-    """Builds one Session's timeline from its segments, as they arrive."""
+    """Builds one Session's timeline from its segments, as they arrive.
+
+    Per event, everything is dispatched by exact type through dicts, and the hot
+    paths (a Data event to a parser, a dissector event to a timeline Event) make no
+    call they can do inline; segments without events (pure ACKs) skip the loop.
+    """
 
     def __init__(self, sid: int, client: tuple[str, int], server: tuple[str, int],
                  first: Segment, implicit_tls: bool) -> None:
@@ -82,6 +87,10 @@ class SessionBuilder:
         self.smtp = smtp.SmtpParser()
         self.tls: TlsParser | None = TlsParser() if implicit_tls else None
         self.mode = {"C": "tls" if implicit_tls else "smtp", "S": "tls" if implicit_tls else "smtp"}
+        # The parser of each direction, kept in step with ``mode`` (see ``_set_mode``).
+        self._parsers: dict[str, Any] = {}
+        for d in ("C", "S"):
+            self._set_mode(d, self.mode[d])
         self.prov = {"C": _Provenance(), "S": _Provenance()}
         self.head: list[Event] = []
         self.tail: deque[Event] = deque(maxlen=TAIL_EVENTS)
@@ -101,8 +110,11 @@ class SessionBuilder:
         s.last_frame = seg.frame
         if seg.flags & SYN and (seg.src, seg.sport) == s.client:
             s.syn_seen = True
-        for ev in self.conn.add(seg):
-            self._stream_event(ev)
+        events = self.conn.add(seg)
+        if events:  # most segments (pure ACKs) make none
+            stream_event = self._stream_event
+            for ev in events:
+                stream_event(ev)
 
     def finish(self, end_of_capture: bool) -> Session:
         """Flush everything; the session is complete (or the capture ended)."""
@@ -129,37 +141,51 @@ class SessionBuilder:
     # -- stream events -----------------------------------------------------
 
     def _stream_event(self, ev: Any) -> None:
-        if isinstance(ev, Data):
+        if type(ev) is Data:  # most events: bytes for a parser
+            d = ev.direction
             self.has_data = True
-            self.prov[ev.direction].add(ev.offset, ev.frame, ev.time)
-            parser = self._parser(ev.direction)
+            prov = self.prov[d]  # _Provenance.add, inlined
+            starts = prov.starts
+            if len(starts) >= PROVENANCE_CAP:
+                prov.add(ev.offset, ev.frame, ev.time)
+            else:
+                starts.append(ev.offset)
+                prov.frames.append(ev.frame)
+                prov.times.append(ev.time)
+            parser = self._parsers[d]
             if parser is not None:
-                self._dissector_events(ev.direction, parser.receive(ev.direction, ev.data,
-                                                                    ev.offset))
-        elif isinstance(ev, Flag):
-            self._flag(ev)
-        elif isinstance(ev, Gap):
-            self._emit(Event(ev.time, ev.frame, ev.direction, "tcp-gap",
-                             f"{ev.length:,} bytes missing from the capture ({ev.reason})",
-                             fields={"offset": ev.offset, "length": ev.length,
-                                     "reason": ev.reason}))
-            parser = self._parser(ev.direction)
-            if parser is not None:
-                self._dissector_events(ev.direction, parser.gap(ev.direction, ev.offset,
-                                                                ev.length))
-        elif isinstance(ev, Retransmission):
-            first = f" (first sent in frame {ev.original_frame})" if ev.original_frame else ""
-            self._emit(Event(ev.time, ev.frame, ev.direction, "tcp-retransmission",
-                             f"retransmission of {ev.length:,} bytes{first}",
-                             fields={"offset": ev.offset, "length": ev.length,
-                                     "original_frame": ev.original_frame}))
-        elif isinstance(ev, Overlap):
-            self._emit(Event(ev.time, ev.frame, ev.direction, "tcp-overlap",
-                             f"bytes differ from the first copy: {escape(ev.first)!r} -> "
-                             f"{escape(ev.second)!r}",
-                             first_frame=ev.first_frame,
-                             fields={"offset": ev.offset, "first": escape(ev.first),
-                                     "second": escape(ev.second)}))
+                out = parser.receive(d, ev.data, ev.offset)
+                if out:
+                    self._dissector_events(d, out)
+        else:
+            handler = _STREAM_EVENTS.get(type(ev))
+            if handler is not None:
+                handler(self, ev)
+
+    def _gap(self, ev: Gap) -> None:
+        self._emit(Event(ev.time, ev.frame, ev.direction, "tcp-gap",
+                         f"{ev.length:,} bytes missing from the capture ({ev.reason})",
+                         fields={"offset": ev.offset, "length": ev.length,
+                                 "reason": ev.reason}))
+        parser = self._parser(ev.direction)
+        if parser is not None:
+            self._dissector_events(ev.direction, parser.gap(ev.direction, ev.offset,
+                                                            ev.length))
+
+    def _retransmission(self, ev: Retransmission) -> None:
+        first = f" (first sent in frame {ev.original_frame})" if ev.original_frame else ""
+        self._emit(Event(ev.time, ev.frame, ev.direction, "tcp-retransmission",
+                         f"retransmission of {ev.length:,} bytes{first}",
+                         fields={"offset": ev.offset, "length": ev.length,
+                                 "original_frame": ev.original_frame}))
+
+    def _overlap(self, ev: Overlap) -> None:
+        self._emit(Event(ev.time, ev.frame, ev.direction, "tcp-overlap",
+                         f"bytes differ from the first copy: {escape(ev.first)!r} -> "
+                         f"{escape(ev.second)!r}",
+                         first_frame=ev.first_frame,
+                         fields={"offset": ev.offset, "first": escape(ev.first),
+                                 "second": escape(ev.second)}))
 
     def _flag(self, ev: Flag) -> None:
         kind = "tcp-" + ev.kind.lower()
@@ -174,8 +200,12 @@ class SessionBuilder:
                 self.closed_at = self.closed_at or ev.time
 
     def _parser(self, direction: str) -> Any:
-        mode = self.mode[direction]
-        return self.smtp if mode == "smtp" else self.tls if mode == "tls" else None
+        return self._parsers[direction]
+
+    def _set_mode(self, direction: str, mode: str) -> None:
+        self.mode[direction] = mode
+        self._parsers[direction] = (self.smtp if mode == "smtp" else
+                                    self.tls if mode == "tls" else None)
 
     # -- dissector events --------------------------------------------------
 
@@ -190,7 +220,7 @@ class SessionBuilder:
         d = ev.direction
         if self.tls is None:
             self.tls = TlsParser()
-        self.mode[d] = "tls"
+        self._set_mode(d, "tls")
         frame, time = self._where(d, ev.start)
         self._emit(Event(time, frame, d, "smtp-tls-start", "(TLS from here on)"))
         if ev.pending:
@@ -206,22 +236,41 @@ class SessionBuilder:
         return prov.frames[i], prov.times[i]
 
     def _convert(self, ev: Any) -> Event:
+        """A dissector event as a timeline Event, at the frame that carried its last byte
+        (``_where`` and ``_Provenance.segments`` inlined: one bisection per end)."""
         d = ev.direction
-        end = max(ev.start, ev.end - 1)
-        frame, time = self._where(d, end)
-        first_frame, _ = self._where(d, ev.start)
-        in_tls = self.mode[d] == "tls" and not isinstance(ev, smtp.Unparsed)
-        kind, text, fields = describe(ev)
+        start = ev.start
+        stop = ev.end
+        prov = self.prov[d]
+        starts = prov.starts
+        frames = prov.frames
+        last = bisect_right(starts, stop - 1 if stop - 1 > start else start) - 1
+        first = bisect_right(starts, start) - 1 if stop - 1 > start else last
+        if frames:
+            i = last if last >= 0 else 0
+            frame, time = frames[i], prov.times[i]
+            first_frame = frames[first if first >= 0 else 0]
+        else:
+            frame, time = self.session.last_frame, self.last_time
+            first_frame = frame
+        etype = type(ev)
+        describe_as = _DESCRIBE.get(etype)
+        if describe_as is None:
+            kind, text, fields = describe(ev)
+            fields.setdefault("start", start)
+            fields.setdefault("end", stop)
+        else:
+            kind, text, fields = describe_as(ev)
+            if etype is _COMMAND or etype is _REPLY:
+                if 0 <= first < last:  # the line spans segments: which, for the rules
+                    fields["segments"] = prov.segments(start, stop)
+            fields["start"] = start  # describe's dicts never hold these two keys
+            fields["end"] = stop
         if len(text) > TEXT_CAP:  # a 5 kB command line stays whole in fields, not here
             text = text[: TEXT_CAP - 3] + "..."
-        if isinstance(ev, smtp.Command | smtp.Reply):
-            segs = self.prov[d].segments(ev.start, ev.end)
-            if segs:
-                fields["segments"] = segs
-        fields.setdefault("start", ev.start)
-        fields.setdefault("end", ev.end)
-        return Event(time, frame, d, kind, text, tls=in_tls,
-                     first_frame=first_frame if first_frame != frame else None, fields=fields)
+        return Event(time, frame, d, kind, text,
+                     self.mode[d] == "tls" and etype is not _UNPARSED,
+                     first_frame if first_frame != frame else None, fields)
 
     def _emit(self, event: Event) -> None:
         if len(self.head) < HEAD_EVENTS:
@@ -232,34 +281,79 @@ class SessionBuilder:
         self.tail.append(event)
 
 
+_STREAM_EVENTS = {
+    Flag: SessionBuilder._flag,
+    Gap: SessionBuilder._gap,
+    Retransmission: SessionBuilder._retransmission,
+    Overlap: SessionBuilder._overlap,
+}
+
+
 def _frame_of(event: Event) -> int:
     return event.frame
 
 
+def _describe_command(ev: smtp.Command) -> tuple[str, str, dict[str, Any]]:
+    return "smtp-command", ev.text, {
+        "verb": ev.verb, "argument": ev.argument, "known": ev.known,
+        "bare_lf": ev.bare_lf, "eight_bit": ev.eight_bit, "truncated": ev.truncated}
+
+
+def _describe_reply(ev: smtp.Reply) -> tuple[str, str, dict[str, Any]]:
+    lines = ev.lines
+    first = lines[0] if lines else ""
+    if ev.code is not None:
+        text = f"{ev.code}{'-' if len(lines) > 1 else ' '}{first}"
+    else:
+        text = first
+    return "smtp-reply", text, {
+        "code": ev.code, "enhanced": ev.enhanced, "lines": list(lines),
+        "answers": ev.answers, "capabilities": list(ev.capabilities),
+        "malformed": ev.malformed}
+
+
+def _describe_body(ev: smtp.MessageBody) -> tuple[str, str, dict[str, Any]]:
+    what = "BDAT chunk" if ev.chunk else "message body"
+    end = (" LAST" if ev.last else "") if ev.chunk else (
+        ", ended by '.'" if ev.complete else ", end not seen")
+    return "smtp-body", f"[{what}: {ev.size:,} bytes{end}]", {
+        "size": ev.size, "complete": ev.complete, "chunk": ev.chunk, "last": ev.last}
+
+
+def _describe_credentials(ev: smtp.Credentials) -> tuple[str, str, dict[str, Any]]:
+    return "smtp-auth-data", f"[AUTH data: {ev.length} bytes, masked]", {"length": ev.length}
+
+
+def _describe_unparsed(ev: smtp.Unparsed) -> tuple[str, str, dict[str, Any]]:
+    return "smtp-unparsed", f"[not SMTP: {ev.reason}] {ev.preview}", {
+        "reason": ev.reason, "preview": ev.preview}
+
+
+_COMMAND, _REPLY, _UNPARSED = smtp.Command, smtp.Reply, smtp.Unparsed
+# The SMTP events by exact type; anything else (TLS events) goes by its ``kind`` or its
+# class name and ``plain_fields``.
+_DESCRIBE = {
+    smtp.Command: _describe_command,
+    smtp.Reply: _describe_reply,
+    smtp.MessageBody: _describe_body,
+    smtp.Credentials: _describe_credentials,
+    smtp.Unparsed: _describe_unparsed,
+}
+_NO_KIND = object()
+_TLS_KINDS: dict[type, str] = {}  # class -> "tls-" + lower-cased class name
+
+
 def describe(ev: Any) -> tuple[str, str, dict[str, Any]]:
     """Timeline kind, display text and fields for one dissector event."""
-    if isinstance(ev, smtp.Command):
-        return "smtp-command", ev.text, {
-            "verb": ev.verb, "argument": ev.argument, "known": ev.known,
-            "bare_lf": ev.bare_lf, "eight_bit": ev.eight_bit, "truncated": ev.truncated}
-    if isinstance(ev, smtp.Reply):
-        first = ev.lines[0] if ev.lines else ""
-        sep = "-" if len(ev.lines) > 1 else " "
-        text = f"{ev.code}{sep}{first}" if ev.code is not None else first
-        return "smtp-reply", text, {
-            "code": ev.code, "enhanced": ev.enhanced, "lines": list(ev.lines),
-            "answers": ev.answers, "capabilities": list(ev.capabilities),
-            "malformed": ev.malformed}
-    if isinstance(ev, smtp.MessageBody):
-        what = "BDAT chunk" if ev.chunk else "message body"
-        end = (" LAST" if ev.last else "") if ev.chunk else (
-            ", ended by '.'" if ev.complete else ", end not seen")
-        return "smtp-body", f"[{what}: {ev.size:,} bytes{end}]", {
-            "size": ev.size, "complete": ev.complete, "chunk": ev.chunk, "last": ev.last}
-    if isinstance(ev, smtp.Credentials):
-        return "smtp-auth-data", f"[AUTH data: {ev.length} bytes, masked]", {"length": ev.length}
-    if isinstance(ev, smtp.Unparsed):
-        return "smtp-unparsed", f"[not SMTP: {ev.reason}] {ev.preview}", {
-            "reason": ev.reason, "preview": ev.preview}
-    kind = getattr(ev, "kind", "tls-" + type(ev).__name__.lower())
+    by_type = _DESCRIBE.get(type(ev))
+    if by_type is not None:
+        return by_type(ev)
+    for cls, describe_as in _DESCRIBE.items():  # a subclass of an SMTP event
+        if isinstance(ev, cls):
+            return describe_as(ev)
+    kind = getattr(ev, "kind", _NO_KIND)
+    if kind is _NO_KIND:
+        kind = _TLS_KINDS.get(type(ev))
+        if kind is None:
+            kind = _TLS_KINDS[type(ev)] = "tls-" + type(ev).__name__.lower()
     return kind, ev.summary(), plain_fields(ev, skip=("direction",))

@@ -82,6 +82,9 @@ _U32_BE = struct.Struct(">I").unpack_from
 _U32_LE = struct.Struct("<I").unpack_from
 _IPV4 = struct.Struct("!BxHHHxB").unpack_from  # ver/ihl, total, id, flags/frag, proto
 _TCPH = struct.Struct("!HHIIHH").unpack_from  # ports, seq, ack, offset/flags, window
+# From the IPv4 total length of an Ethernet frame (IHL 5) to the TCP window: total, flags/frag,
+# proto, src, dst, ports, seq, ack, offset/flags, window
+_ETH_IP4_TCP = struct.Struct("!16xHxxHxB2x4s4sHHIIHH").unpack_from
 
 FRAG_TIMEOUT = 60.0  # seconds of capture time a datagram may wait for its fragments
 FRAG_MAX_PENDING = 4096  # datagrams waiting at once; the oldest is dropped beyond this
@@ -161,9 +164,44 @@ class Decoder:
     # ---- entry point -------------------------------------------------------------
 
     def decode(self, frame: _FrameLike) -> Segment | None:
-        """One frame in; a Segment if it carried TCP, else None with the reason counted."""
+        """One frame in; a Segment if it carried TCP, else None with the reason counted.
+
+        Untagged Ethernet + IPv4 without options or fragmentation + TCP (nearly every
+        frame of a mail server's capture) is decoded here in one struct call and no
+        further Python call but the Segment's; anything else, or anything odd about such
+        a frame, goes through the general path from scratch (nothing is counted before
+        that decision).  Measured on the 100k-frame benchmark's frames (read beforehand),
+        CPU, best of 7: decode of every frame 0.22 -> 0.18 s; a worker's decode, half the
+        connections in the other shard, 0.23 -> 0.17 s.
+        """
         stats = self.stats
         stats.frames += 1
+        data = frame.data
+        if frame.linktype == 1 and len(data) >= 54 and data[12:15] == b"\x08\x00\x45":
+            (total, frag, proto, src, dst, sport, dport, seq, ack, offflags,
+             window) = _ETH_IP4_TCP(data)
+            if proto == _TCP and not frag & 0x3FFF:
+                avail = len(data) - 14
+                if total == 0:  # TSO: the NIC fills the length in later; trust the capture
+                    total = avail
+                doff = (offflags >> 12) * 4
+                promised = total - 20
+                # doff >= 20 also rules out total < 40 (a header longer than the datagram)
+                if 20 <= doff <= promised:
+                    stats.tcp += 1
+                    shard = self.shard
+                    if shard is not None and \
+                            (hash(src) ^ hash(dst) ^ sport ^ dport) % shard[1] != shard[0]:
+                        return None  # another worker's connection (as ``_mine``)
+                    end = 14 + (total if total < avail else avail)  # strips Ethernet padding
+                    start = 34 + doff
+                    payload = data[start:end] if start < end else b""
+                    names = self._names
+                    return Segment(frame.number, frame.time,
+                                   names.get(src) or _addr4(src, names), sport,
+                                   names.get(dst) or _addr4(dst, names), dport,
+                                   seq, ack, offflags & 0xFF, window, payload,
+                                   promised - doff - len(payload), 4)
         try:
             return self._decode(frame)
         except (struct.error, IndexError, ValueError, OSError):
@@ -237,16 +275,11 @@ class Decoder:
             if got is None:
                 return None
             payload, promised, proto = got
-            names = self._names
-            return self._l4(frame, proto, payload, 0, len(payload), promised,
-                            _addr4(src, names), _addr4(dst, names), 4)
+            return self._l4(frame, proto, payload, 0, len(payload), promised, src, dst, 4)
         if proto != _TCP:
             stats.non_tcp += 1
             return None
-        names = self._names
-        return self._tcp(frame, data, off + ihl, end, total - ihl,
-                         names.get(src) or _addr4(src, names),
-                         names.get(dst) or _addr4(dst, names), 4)
+        return self._tcp(frame, data, off + ihl, end, total - ihl, src, dst, 4)
 
     def _ipv6(self, frame: _FrameLike, data: bytes, off: int) -> Segment | None:
         stats = self.stats
@@ -299,12 +332,10 @@ class Decoder:
             if h > end or promised < 0:
                 self.stats.malformed += 1
                 return None
-        names = self._names
-        return self._l4(frame, nxt, data, h, end, promised,
-                        _addr6(src, names), _addr6(dst, names), 6)
+        return self._l4(frame, nxt, data, h, end, promised, src, dst, 6)
 
     def _l4(self, frame: _FrameLike, proto: int, data: bytes, start: int, end: int,
-            promised: int, src: str, dst: str, version: int) -> Segment | None:
+            promised: int, src: bytes, dst: bytes, version: int) -> Segment | None:
         if proto != _TCP:
             self.stats.non_tcp += 1
             return None
@@ -355,8 +386,9 @@ class Decoder:
     # ---- TCP -----------------------------------------------------------------------
 
     def _tcp(self, frame: _FrameLike, data: bytes, t: int, end: int, promised: int,
-             src: str, dst: str, version: int) -> Segment | None:
-        """TCP header at data[t:], captured up to ``end``, ``promised`` bytes per IP."""
+             src: bytes, dst: bytes, version: int) -> Segment | None:
+        """TCP header at data[t:], captured up to ``end``, ``promised`` bytes per IP;
+        ``src`` and ``dst`` are the raw addresses (4 or 16 bytes)."""
         if end - t < 20 or promised < 20:
             self.stats.malformed += 1
             return None
@@ -366,13 +398,23 @@ class Decoder:
             self.stats.malformed += 1
             return None
         self.stats.tcp += 1
-        if self.shard is not None and (hash(src) ^ hash(dst) ^ sport ^ dport) \
-                % self.shard[1] != self.shard[0]:
-            return None  # another worker's connection (analyze._shard_of): counted, not built
+        if self.shard is not None and not self._mine(src, dst, sport, dport):
+            return None  # another worker's connection: counted, not built
         payload = data[t + doff:end] if t + doff < end else b""
-        return Segment(frame.number, frame.time, src, sport, dst, dport, seq, ack,
-                       offflags & 0xFF, window, payload, promised - doff - len(payload),
-                       version)
+        names = self._names
+        addr = _addr4 if version == 4 else _addr6
+        return Segment(frame.number, frame.time, addr(src, names), sport, addr(dst, names),
+                       dport, seq, ack, offflags & 0xFF, window, payload,
+                       promised - doff - len(payload), version)
+
+    def _mine(self, src: bytes, dst: bytes, sport: int, dport: int) -> bool:
+        """Whether the connection belongs to this decoder's shard.  Both directions give
+        the same answer; so do forked workers (they share the hash seed).  Computed on
+        the raw addresses, before the (cached) text forms are looked up: the fast path
+        in ``decode`` repeats this formula inline and must stay the same."""
+        assert self.shard is not None
+        index, count = self.shard
+        return (hash(src) ^ hash(dst) ^ sport ^ dport) % count == index
 
 
 # ---- link layers (module functions: no state) ----------------------------------------

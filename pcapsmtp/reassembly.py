@@ -307,35 +307,55 @@ class Connection:
     # -- public ---------------------------------------------------------------------------
 
     def add(self, seg: Segment) -> list[StreamEvent]:
-        """Feed one segment of either direction; return the events it causes, in order."""
+        """Feed one segment of either direction; return the events it causes, in order.
+
+        The in-order case is handled here with ``_deliver`` inlined (keep the two in step).
+        Measured with flows.FlowTable.add returning a tuple: both over the 100k-frame
+        benchmark's 101k segments 0.40 -> 0.31 s CPU.
+        """
         if seg.sport == self._cport and seg.src == self._caddr:
             d, o = self._c, self._s
         else:
             d, o = self._s, self._c
         d.stats.segments += 1
         events: list[StreamEvent] = []
-        if seg.time > self._deadline:
-            self._expire(seg.time, events)
+        time = seg.time
+        if time > self._deadline:
+            self._expire(time, events)
         flags = seg.flags
+        window = seg.window
         if (
             flags & _SLOW_FLAGS
             or seg.seq != d.next_seq
             or not d.fast
             or seg.missing
-            or not seg.window
+            or not window
             or not o.window
         ):
             self._slow(d, o, seg, events)
             return events
         # Hot path: an in-order segment (or pure ACK) of an established direction.
-        d.window = seg.window
+        d.window = window
         if flags & ACK and o.acks:
             diff = (seg.ack - o.next_seq) & _MASK
             if diff and diff < _HALF:
                 self._ack(o, seg, events)
         payload = seg.payload
-        if payload:
-            self._deliver(d, payload, seg.frame, seg.time, events)
+        if payload:  # _deliver, inlined
+            nxt = d.next
+            frame = seg.frame
+            events.append(Data(d.name, nxt, payload, frame, time))
+            n = len(payload)
+            d.next = nxt + n
+            d.next_seq = (d.next_seq + n) & _MASK
+            d.stats.bytes += n
+            offs = d.prov_offs
+            offs.append(nxt)
+            d.prov_frames.append(frame)
+            tail = d.tail
+            tail += payload
+            if len(tail) > self._tail_trim or len(offs) > 2 * PROVENANCE_KEEP:
+                d.trim_tail(self._tail_keep)
         return events
 
     def finish(self) -> list[StreamEvent]:
