@@ -183,8 +183,10 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     implicit = _ports(tls_ports) | {465}
     selection = Selection(ports=frozenset(DEFAULT_PORTS | _ports(ports) | implicit),
                           implicit_tls_ports=frozenset(implicit), any_port=any_port)
-    result = _run_engine(engine, keylog, capture, selection) if engine or keylog else \
-        run(capture, selection, progress=_progress())
+    redacting = redact or bool(redact_key) or keep_domains
+    with _render_on_add(fmt, brief, redacting):
+        result = _run_engine(engine, keylog, capture, selection) if engine or keylog else \
+            run(capture, selection, progress=_progress())
     if _progress():
         click.echo("\r\033[K", err=True, nl=False)
     if not result.sessions:
@@ -193,7 +195,7 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
         problem = f"; {result.capture.problem}" if result.capture.problem else ""
         _fail(f"no SMTP sessions in {capture} ({result.capture.packets:,} packets, {where}"
               f"{problem}); try --port or --any-port")
-    shared, sharing = share(result, scope, redact=redact or bool(redact_key) or keep_domains,
+    shared, sharing = share(result, scope, redact=redacting,
                             key=redact_key.encode() if redact_key else None,
                             keep_domains=keep_domains)
     chunks = _chunks(shared, fmt, brief, sharing)
@@ -205,6 +207,23 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
             sys.stdout.write(chunk)
         sys.stdout.flush()
     sys.exit(_exit_status(result, fail_on))
+
+
+def _render_on_add(fmt: str, brief: bool, redacting: bool) -> Any:
+    """Text and JSON reports are rendered where each session is finished, instead of
+    pickling every session and loading it again for the report (store.render_on_add).
+    Not when redacting: pseudonyms are learnt from all sessions before any is shown."""
+    import contextlib
+
+    from pcapsmtp import store
+
+    if redacting or fmt not in ("json", "text"):
+        return contextlib.nullcontext()
+    if fmt == "json":
+        from pcapsmtp.render import json as json_report
+        return store.render_on_add(*json_report.ON_ADD)
+    from pcapsmtp.render import text
+    return store.render_on_add(*text.on_add(timelines=not brief))
 
 
 def _run_engine(engine: str | None, keylog: str | None, capture: str,
@@ -256,7 +275,9 @@ def _exit_status(result: Any, fail_on: str) -> int:
     wanted = {c.strip() for c in fail_on.split(",") if c.strip()}
     if not wanted:
         return 0
-    for s in result.sessions:
+    from pcapsmtp.store import stubs_of
+
+    for s in stubs_of(result.sessions):  # the verdicts, without loading the sessions
         code = getattr(s.verdict, "code", None)
         if code in wanted or ("any-failure" in wanted and code and not code.startswith("ok")):
             return 3

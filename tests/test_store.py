@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pcapsmtp import store as store_mod
 from pcapsmtp.store import SessionStore
 from pcapsmtp.timeline import Event, Session
@@ -55,3 +57,30 @@ def test_filter_and_map_are_lazy_views() -> None:
     assert loads == [] and len(view) == 3
     assert [(s.id, s.packets) for s in view] == [(1, 99), (3, 99), (5, 99)]
     assert loads == [1, 3, 5]
+
+
+def test_render_on_add_keeps_renderings_with_the_final_id() -> None:
+    def parts(s: Session) -> tuple[str, str]:
+        return "<", f">{len(s.events)}"
+
+    with store_mod.render_on_add("demo", parts):
+        st = SessionStore()
+    st.add(session(7, events=2))
+    st.add(session(5, events=1))
+    st.seal()
+    assert list(store_mod.rendered(st, "demo")) == ["<5>2", "<7>3"]
+    assert store_mod.rendered(st, "other") is None
+    assert store_mod.rendered(st.map(lambda s: s), "demo") is None  # a transform: not plain
+    with pytest.raises(RuntimeError):
+        st.load(5)
+    assert [s.id for s in st.stubs] == [5, 7]  # stubs stay, for the summary and rules
+
+
+def test_stubs_know_who_closed() -> None:
+    s = session(1, events=1)
+    s.events.append(Event(9.0, 20, "C", "tcp-fin", "FIN"))
+    s.events.append(Event(9.5, 21, "S", "tcp-rst", "RST"))
+    st = SessionStore()
+    st.add(s)
+    st.seal()
+    assert [e.kind for e in st.stubs[0].events] == ["smtp-reply", "tcp-fin"]

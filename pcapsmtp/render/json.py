@@ -16,7 +16,7 @@ from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.jsonable import plain
 from pcapsmtp.render.common import ending, linktype_name
-from pcapsmtp.store import parallel_map, stubs_of
+from pcapsmtp.store import parallel_map, rendered, stubs_of
 from pcapsmtp.timeline import Event, Session, endpoint
 
 SCHEMA = "pcapsmtp/1"
@@ -39,13 +39,29 @@ def chunks(result: Analysis, sharing: Any = None) -> Iterator[str]:
         data["redacted"] = sharing.redacted
     head = _dump(data)
     yield head[:-1] + ',"sessions":['
-    for i, text in enumerate(parallel_map(result.sessions, _session_json)):
+    texts = rendered(result.sessions, ON_ADD[0])
+    if texts is None:
+        texts = parallel_map(result.sessions, _session_json)
+    for i, text in enumerate(texts):
         yield ("," if i else "") + text
     yield "]}\n"
 
 
 def _session_json(s: Session) -> str:
     return _dump(session_dict(s))
+
+
+def session_parts(s: Session) -> tuple[str, str]:
+    """The session's JSON split around its id (the first key): see store.render_on_add."""
+    text = _session_json(s)
+    head = f'{{"id":{s.id}'
+    if not text.startswith(head):
+        raise ValueError(f"session JSON does not begin with its id: {text[:40]!r}")
+    return '{"id":', text[len(head):]
+
+
+#: store.render_on_add(*ON_ADD): sessions rendered as they are finished (cli.py).
+ON_ADD = ("json", session_parts)
 
 
 def _dump(value: Any) -> str:

@@ -8,7 +8,7 @@ session with its verdict and timeline.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -18,7 +18,7 @@ from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.render.common import ending_text, linktype_name, mark, utc, verdict_tally
 from pcapsmtp.render.common import verdict_code as _code
-from pcapsmtp.store import parallel_map, stubs_of
+from pcapsmtp.store import parallel_map, plain_stubs, rendered, stubs_of
 from pcapsmtp.timeline import Event, Session, endpoint
 
 WIDTH = 100
@@ -45,10 +45,16 @@ def lines(result: Analysis, timelines: bool = True, sharing: Any = None) -> Iter
     for finding in result.findings:
         yield ""
         yield from _wrap(f"Across sessions: {finding.summary}", "", "  ")
-    # loaded and rendered by forked workers for a big capture (store.parallel_map)
-    for block in parallel_map(result.sessions, partial(_block_lines, timeline=timelines)):
-        yield ""
-        yield from block
+    done = rendered(result.sessions, on_add(timelines)[0])
+    if done is not None:  # rendered as each session was finished (store.render_on_add)
+        for block in done:
+            yield ""
+            yield block  # the block's lines, joined
+    else:
+        # loaded and rendered by forked workers for a big capture (store.parallel_map)
+        for lines_ in parallel_map(result.sessions, partial(_block_lines, timeline=timelines)):
+            yield ""
+            yield from lines_
     redacted = sharing.redaction_line() if sharing is not None else None
     if redacted:
         yield ""
@@ -119,10 +125,13 @@ def session_table(sessions: list[Session]) -> list[str]:
         "ended": ending_text, "verdict": _code,
     }
     columns = list(cells)
-    # every cell once (each session loaded once, by workers for a big capture); the loop
-    # below only drops columns
+    # every cell once; the loop below only drops columns.  A spooled store's stubs hold
+    # every cell's input (store.stub); else each session is loaded once, by workers for
+    # a big capture
     getters = list(cells.values())
-    full = list(parallel_map(sessions, lambda s: [get(s) for get in getters]))
+    light = plain_stubs(sessions)
+    full = [[get(s) for get in getters] for s in light] if light is not None else \
+        list(parallel_map(sessions, lambda s: [get(s) for get in getters]))
     while True:
         keep = [i for i, c in enumerate(cells) if c in columns]
         rows = [[row[i] for i in keep] for row in full]
@@ -136,6 +145,21 @@ def session_table(sessions: list[Session]) -> list[str]:
 
 def _block_lines(session: Session, timeline: bool) -> list[str]:
     return list(session_block(session, timeline))
+
+
+def block_parts(session: Session, timeline: bool = True) -> tuple[str, str]:
+    """The session's block, its lines joined, split around the id in its title: see
+    store.render_on_add (lines() yields the joined block as one line: same output)."""
+    text = "\n".join(session_block(session, timeline))
+    head = f"Session {session.id}"
+    if not text.startswith(head):
+        raise ValueError(f"session block does not begin with its id: {text[:40]!r}")
+    return "Session ", text[len(head):]
+
+
+def on_add(timelines: bool = True) -> tuple[str, Callable[[Session], tuple[str, str]]]:
+    """store.render_on_add(*on_add(...)): blocks rendered as sessions are finished."""
+    return ("text" if timelines else "text-brief"), partial(block_parts, timeline=timelines)
 
 
 def session_block(session: Session, timeline: bool = True) -> Iterator[str]:
