@@ -103,6 +103,12 @@ def is_grease(value: int) -> bool:
     return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
 
 
+# The same 16 values as a set, for the fingerprint loops: ``v not in _GREASE`` in a
+# comprehension instead of a call per value halved ja4() (25 -> 12 us per ClientHello,
+# with the map/format changes there).
+_GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+
+
 def version_name(v: int | None) -> str:
     """``TLS1.2`` for 0x0303 and so on; unknown values in hex so nothing is hidden."""
     if v is None:
@@ -197,24 +203,37 @@ class _Reader:
     def left(self) -> int:
         return self.end - self.pos
 
+    # take, uint and sub are called a few dozen times per ClientHello: they index the
+    # bytes directly instead of calling each other (ClientHello decode without the
+    # fingerprints: 35 -> 20 us).
+
     def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > self.end:
-            raise _Short(f"needs {n} bytes, {self.left} left")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
+        pos = self.pos
+        if n < 0 or pos + n > self.end:
+            raise _Short(f"needs {n} bytes, {self.end - pos} left")
+        self.pos = pos + n
+        return self.data[pos : pos + n]
 
     def uint(self, size: int) -> int:
-        return int.from_bytes(self.take(size), "big")
+        pos = self.pos
+        if pos + size > self.end:
+            raise _Short(f"needs {size} bytes, {self.end - pos} left")
+        self.pos = pos + size
+        data = self.data
+        if size == 2:
+            return (data[pos] << 8) | data[pos + 1]
+        if size == 1:
+            return data[pos]
+        return int.from_bytes(data[pos : pos + size], "big")
 
     def sub(self, len_size: int) -> _Reader:
         """A reader over a length-prefixed vector, advancing past it."""
         n = self.uint(len_size)
-        if self.pos + n > self.end:
-            raise _Short(f"vector of {n} bytes, {self.left} left")
-        r = _Reader(self.data, self.pos, self.pos + n)
-        self.pos += n
-        return r
+        pos = self.pos
+        if pos + n > self.end:
+            raise _Short(f"vector of {n} bytes, {self.end - pos} left")
+        self.pos = pos + n
+        return _Reader(self.data, pos, pos + n)
 
     def u16_list(self) -> list[int]:
         """The rest as 16-bit values (an odd trailing byte is a decode error)."""
@@ -625,7 +644,7 @@ def ja3_string(hello: ClientHello) -> str:
     """JA3 (salesforce/ja3): version,suites,extensions,groups,point formats; GREASE dropped."""
 
     def dash(values: list[int]) -> str:
-        return "-".join(str(v) for v in values if not is_grease(v))
+        return "-".join([str(v) for v in values if v not in _GREASE])
 
     return ",".join(
         [
@@ -636,6 +655,14 @@ def ja3_string(hello: ClientHello) -> str:
             dash(hello.ec_point_formats),
         ]
     )
+
+
+def _hex4(values: list[int]) -> str:
+    """``",".join(f"{v:04x}" for v in values)`` in one C call: 6.2 -> 0.8 us for 18 suites."""
+    try:
+        return struct.pack(f">{len(values)}H", *values).hex(",", 2)
+    except struct.error:  # a value outside 0..0xFFFF (a hand-built hello): the plain way
+        return ",".join(f"{v:04x}" for v in values)
 
 
 _JA4_VERSIONS = {0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300: "s3", 0x0002: "s2"}
@@ -658,10 +685,10 @@ def _ja4_alpn(alpn_raw: bytes | None) -> str:
 
 def ja4(hello: ClientHello, alpn_raw: bytes | None, transport: str = "t") -> str:
     """JA4 (FoxIO, technical_details/JA4.md) for a TCP ClientHello."""
-    versions = [v for v in hello.versions if not is_grease(v)]
+    versions = [v for v in hello.versions if v not in _GREASE]
     ver = _JA4_VERSIONS.get(max(versions) if versions else hello.legacy_version, "00")
-    suites = [v for v in hello.cipher_suites if not is_grease(v)]
-    exts = [v for v in hello.extensions if not is_grease(v)]
+    suites = [v for v in hello.cipher_suites if v not in _GREASE]
+    exts = [v for v in hello.extensions if v not in _GREASE]
     sni = "d" if 0 in exts else "i"
     a = f"{transport}{ver}{sni}{min(len(suites), 99):02d}{min(len(exts), 99):02d}"
     a += _ja4_alpn(alpn_raw)
@@ -669,13 +696,13 @@ def ja4(hello: ClientHello, alpn_raw: bytes | None, transport: str = "t") -> str
     def h12(text: str) -> str:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-    b = h12(",".join(f"{v:04x}" for v in sorted(suites))) if suites else "000000000000"
-    ext_c = sorted(v for v in exts if v not in (0x0000, 0x0010))
+    b = h12(_hex4(sorted(suites))) if suites else "000000000000"
+    ext_c = sorted([v for v in exts if v != 0x0000 and v != 0x0010])
     if ext_c:
-        text = ",".join(f"{v:04x}" for v in ext_c)
-        sigs = [v for v in hello.signature_algorithms if not is_grease(v)]
+        text = _hex4(ext_c)
+        sigs = [v for v in hello.signature_algorithms if v not in _GREASE]
         if sigs:
-            text += "_" + ",".join(f"{v:04x}" for v in sigs)
+            text += "_" + _hex4(sigs)
         c = h12(text)
     else:
         c = "000000000000"
@@ -684,6 +711,10 @@ def ja4(hello: ClientHello, alpn_raw: bytes | None, transport: str = "t") -> str
 
 # ---------------------------------------------------------------------------
 # message decoders (pure functions of one message body)
+
+
+# ClientHello extensions whose body _decode_client_hello reads (the others are flags).
+_DECODED_EXTENSIONS = frozenset({0x0000, 0x000A, 0x000B, 0x000D, 0x0010, 0x002B, 0x0033})
 
 
 def _decode_client_hello(body: bytes, direction: str, start: int, end: int) -> ClientHello:
@@ -700,10 +731,31 @@ def _decode_client_hello(body: bytes, direction: str, start: int, end: int) -> C
     alpn_raw: bytes | None = None
     if r.left:
         exts = r.sub(2)
-        while exts.left:
-            etype = exts.uint(2)
-            e = exts.sub(2)
+        data, at, stop = exts.data, exts.pos, exts.end
+        while at < stop:
+            # Type and length read inline, a reader made only for the extensions decoded
+            # below (ClientHello decode, fingerprints excluded: 30 -> 20 us).
+            if at + 4 > stop or at + 4 + ((data[at + 2] << 8) | data[at + 3]) > stop:
+                exts.pos = at  # runs past the list: the reader raises its usual _Short
+                exts.uint(2)
+                exts.sub(2)
+                raise AssertionError("unreachable")
+            etype = (data[at] << 8) | data[at + 1]
+            n = (data[at + 2] << 8) | data[at + 3]
+            at += 4 + n
             hello.extensions.append(etype)
+            if etype not in _DECODED_EXTENSIONS:  # present or not is all that counts
+                if etype == 0x0023:
+                    hello.session_ticket = True
+                    hello.session_ticket_len = n  # >0: the client tries to resume
+                elif etype == 0x0029:
+                    hello.psk = True
+                elif etype == 0xFF01:
+                    hello.renegotiation_info = True
+                elif etype == 0x0017:
+                    hello.extended_master_secret = True
+                continue
+            e = _Reader(data, at - n, at)
             try:  # a bad body in one extension is a note, not a lost ClientHello
                 if etype == 0x0000 and e.left:  # server_name
                     names_r = e.sub(2)
@@ -734,15 +786,6 @@ def _decode_client_hello(body: bytes, direction: str, start: int, end: int) -> C
                     while shares.left:
                         hello.key_share_groups.append(shares.uint(2))
                         shares.sub(2)
-                elif etype == 0x0023:
-                    hello.session_ticket = True
-                    hello.session_ticket_len = e.left
-                elif etype == 0x0029:
-                    hello.psk = True
-                elif etype == 0xFF01:
-                    hello.renegotiation_info = True
-                elif etype == 0x0017:
-                    hello.extended_master_secret = True
             except _Short as exc:
                 hello.notes.append(f"bad {extension_name(etype)} extension: {exc}")
     if r.left:
@@ -1105,13 +1148,19 @@ class TlsParser:
                     d.first = False
                     pos += 2 + length
                     continue
-            bad = self._bad_header(d, pos)
-            if bad is not None:
-                events.append(bad)
-                return events
+            ctype = buf[pos]
+            # _bad_header's test inline (it is None exactly then): a call less per record
+            if not (
+                20 <= ctype <= 24
+                and (avail < 2 or buf[pos + 1] == 3)
+                and (avail < 3 or buf[pos + 2] <= 4)
+            ):
+                bad = self._bad_header(d, pos)
+                if bad is not None:
+                    events.append(bad)
+                    return events
             if avail < 5:
                 break
-            ctype = buf[pos]
             length = (buf[pos + 3] << 8) | buf[pos + 4]
             if length > MAX_RECORD:
                 events.append(
@@ -1125,7 +1174,8 @@ class TlsParser:
                 break
             payload = bytes(buf[pos + 5 : pos + 5 + length])
             pos += 5 + length
-            events += self._flush_pending(d)
+            if d.pending is not None:
+                events += self._flush_pending(d)
             events += self._record(d, ctype, payload, start, start + 5 + length)
             d.first = False
         if d.stopped:
@@ -1264,6 +1314,44 @@ class TlsParser:
         return last[1] + last[2]
 
     def _handshake_bytes(self, d: _Side, payload: bytes, start: int) -> list[TlsEvent]:
+        """Handshake messages from one record's payload (which may continue an earlier one).
+
+        Usually nothing is carried over and the record holds whole messages: they are
+        read from the payload in place, and only a trailing part goes to ``d.hs``.
+        Saves the copies and the offset map: with the inline record-header test and
+        the leaner _Reader, the benchmark's server flight (4 records) went 58 -> 42 us.
+        """
+        if d.hs:
+            return self._handshake_continued(d, payload, start)
+        events: list[TlsEvent] = []
+        base = start + 5  # stream offset of payload[0]
+        n = len(payload)
+        q = 0
+        while n - q >= 4:
+            mtype = payload[q]
+            mlen = (payload[q + 1] << 16) | (payload[q + 2] << 8) | payload[q + 3]
+            s = base + q
+            if mlen > MAX_HANDSHAKE:
+                events.append(Malformed(d.name, s, s + 4, f"handshake message claims {mlen} bytes"))
+                self._stop(d, "malformed")
+                return events
+            if n - q < 4 + mlen:
+                break
+            q += 4 + mlen
+            try:
+                events += self._message(d, mtype, payload[q - mlen : q], s, base + q)
+            except _Short as exc:
+                name = _HS_NAMES.get(mtype, f"handshake type {mtype}")
+                events.append(Malformed(d.name, s, base + q, f"{name}: {exc}"))
+                self._stop(d, "malformed")
+                return events
+        if q < n:  # the start of a message the next record continues
+            d.hs_map.append((0, base + q, n - q))
+            d.hs += payload[q:]
+        return events
+
+    def _handshake_continued(self, d: _Side, payload: bytes, start: int) -> list[TlsEvent]:
+        """The general case: append to ``d.hs``; ``d.hs_map`` maps its bytes to offsets."""
         events: list[TlsEvent] = []
         d.hs_map.append((len(d.hs), start + 5, len(payload)))
         d.hs += payload
