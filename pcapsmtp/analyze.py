@@ -169,6 +169,7 @@ def _analyze_sharded(path: str, selection: Selection,
     RSS 124 -> 85 MiB (each worker holds only its shard's open sessions).
     """
     ctx = mp.get_context("fork")  # workers inherit the progress callback and the spools
+    _preload()
     spools = [tempfile.TemporaryFile() for _ in range(count)]  # noqa: SIM115
     workers = []
     for i in range(count):
@@ -203,6 +204,14 @@ def _analyze_sharded(path: str, selection: Selection,
     result = Analysis(capture=info, decode=decode, selection=selection, sessions=store)
     result.findings = rules.diagnose_capture(store.stubs)
     return result
+
+
+def _preload() -> None:
+    """Import in the parent, once, what the pipeline would import lazily in every worker
+    (the rule modules, and cryptography for certificates; 0.065 s CPU per worker)."""
+    rules.load_rules()
+    import cryptography.hazmat.primitives.asymmetric  # noqa: F401
+    import cryptography.x509  # noqa: F401
 
 
 def _worker(path: str, selection: Selection, index: int, count: int, spool: Any,
