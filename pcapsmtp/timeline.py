@@ -68,9 +68,12 @@ class Session:
     verdict: Any = None  # rules.Finding
     notes: list[Any] = field(default_factory=list)  # rules.Finding
 
-    _kind_index: dict[str, list[tuple[int, Event]]] | None = field(
+    # Caches, never pickled (see __getstate__): the events by kind (of_kind), and what
+    # rules.run_rules memoises while the rules run (rules._common.per_session).
+    _kind_index: dict[str, list[Event]] | None = field(
         default=None, repr=False, compare=False)
     _indexed_events: int = field(default=-1, repr=False, compare=False)
+    _facts: dict[Any, Any] | None = field(default=None, repr=False, compare=False)
 
     def of_kind(self, *kinds: str) -> list[Event]:
         """Events of the given kinds, in order: the rules' main question.
@@ -78,16 +81,29 @@ class Session:
         Every rule asks it several times of a finished session, so the events are
         indexed by kind once (again only if the event list changed length).
         """
-        if self._kind_index is None or self._indexed_events != len(self.events):
-            index: dict[str, list[tuple[int, Event]]] = {}
-            for i, e in enumerate(self.events):
-                index.setdefault(e.kind, []).append((i, e))
+        index = self._kind_index
+        if index is None or self._indexed_events != len(self.events):
+            index = {}
+            for e in self.events:
+                hits = index.get(e.kind)
+                if hits is None:
+                    index[e.kind] = [e]
+                else:
+                    hits.append(e)
             self._kind_index, self._indexed_events = index, len(self.events)
         if len(kinds) == 1:
-            return [e for _, e in self._kind_index.get(kinds[0], ())]
-        hits = [pair for k in set(kinds) for pair in self._kind_index.get(k, ())]
-        hits.sort(key=lambda pair: pair[0])
-        return [e for _, e in hits]
+            return list(index.get(kinds[0], ()))
+        present = [k for k in set(kinds) if k in index]
+        if len(present) <= 1:
+            return list(index[present[0]]) if present else []
+        wanted = set(present)
+        return [e for e in self.events if e.kind in wanted]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in ("_kind_index", "_indexed_events", "_facts"):
+            state.pop(name, None)  # the class defaults stand in: rebuilt when asked
+        return state
 
 
 def endpoint(addr: tuple[str, int]) -> str:

