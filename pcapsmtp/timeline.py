@@ -99,6 +99,13 @@ class Session:
         wanted = set(present)
         return [e for e in self.events if e.kind in wanted]
 
+    def kinds(self) -> set[str] | Any:
+        """The event kinds present (a set-like view)."""
+        if self._kind_index is None or self._indexed_events != len(self.events):
+            self.of_kind("")
+        assert self._kind_index is not None
+        return self._kind_index.keys()
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for name in ("_kind_index", "_indexed_events", "_facts"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from pcapsmtp.rules import Finding, rule
+from pcapsmtp.rules import Finding, needs, rule
 from pcapsmtp.rules._common import (
     commands,
     ev,
@@ -66,6 +66,7 @@ def _after(session: Session, e: Event) -> Event | None:
 
 
 @rule
+@needs("smtp-command")
 def masked_command(session: Session) -> Finding | None:
     """X-masked client command, naming the frames and the byte where the segments meet."""
     for c in commands(session):
@@ -109,6 +110,7 @@ def masked_command(session: Session) -> Finding | None:
 
 
 @rule
+@needs("smtp-reply")
 def asterisk_banner(session: Session) -> Finding | None:
     """A greeting mostly made of '*': ``220 *****0****2*****`` (PIX hides the banner)."""
     g = greeting(session)
@@ -136,6 +138,7 @@ _MASKED_KEYWORD = re.compile(r"^X{3,}[A-Z]?$")
 
 
 @rule
+@needs("smtp-reply")
 def masked_ehlo_keyword(session: Session) -> Finding | None:
     """An EHLO keyword such as ``XXXXXXXA``: an 8-byte shadow of STARTTLS."""
     for r in replies(session):

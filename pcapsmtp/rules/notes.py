@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dissectors.tls import version_name
-from pcapsmtp.rules import Finding, rule
+from pcapsmtp.rules import Finding, needs, rule
 from pcapsmtp.rules._common import ev, f, flags, fmt_s, greeting, where, who
 from pcapsmtp.timeline import Session
 
@@ -44,6 +44,7 @@ def _get(obj: Any, name: str) -> Any:
 
 
 @rule
+@needs("tls-certificate")
 def certificate(session: Session) -> list[Finding]:
     """Expired, not yet valid or self-signed server certificate (TLS <= 1.2, where visible)."""
     out: list[Finding] = []
@@ -86,6 +87,7 @@ def certificate(session: Session) -> list[Finding]:
 
 
 @rule
+@needs("tls-server-hello", "tls-client-hello")
 def old_tls(session: Session) -> Finding | None:
     """TLS 1.1 or older negotiated (or the most the client offered)."""
     sh = next(iter(session.of_kind("tls-server-hello")), None)
@@ -114,6 +116,7 @@ def old_tls(session: Session) -> Finding | None:
 
 
 @rule
+@needs("smtp-reply")
 def slow_banner(session: Session) -> Finding | None:
     """The greeting came late: postscreen greet pause, a tarpit, or slow reverse DNS."""
     g = greeting(session)

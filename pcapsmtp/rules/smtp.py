@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from pcapsmtp.rules import Finding, rule
+from pcapsmtp.rules import Finding, needs, rule
 from pcapsmtp.rules._common import (
     END_OF_DATA,
     HOUSEKEEPING,
@@ -55,6 +55,7 @@ def command_for(session: Session, reply: Event) -> Event | None:
 
 
 @rule
+@needs("smtp-reply")
 def delivered(session: Session) -> Finding | None:
     """``ok``: at least one message accepted (2xx to its end), and an orderly close.
 
@@ -145,6 +146,7 @@ def deciding_failure(session: Session) -> Event | None:
 
 
 @rule
+@needs("smtp-reply")
 def failure_reply(session: Session) -> Finding | None:
     """``smtp-deferred`` / ``smtp-rejected``: a 4xx/5xx reply ended the transaction.
 
@@ -214,6 +216,7 @@ def _stage(last: Event) -> str:
 
 
 @rule
+@needs("tcp-fin", "tcp-rst")
 def silence_timeout(session: Session) -> Finding | None:
     """``timeout``: one side went silent in plaintext SMTP and the other closed after N s.
 
@@ -302,6 +305,7 @@ def _first_frame_known(session: Session, e: Event) -> bool:
 
 
 @rule
+@needs("smtp-reply")
 def pipelining(session: Session) -> Finding | None:
     """``pipelining-violation``: the client talked before the reply it had to wait for.
 

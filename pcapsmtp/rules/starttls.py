@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pcapsmtp.rules import Finding, rule
+from pcapsmtp.rules import Finding, needs, rule
 from pcapsmtp.rules._common import (
     TIMEOUT_MIN_SECONDS,
     accepted_messages,
@@ -25,6 +25,7 @@ from pcapsmtp.timeline import Session
 
 
 @rule
+@needs("smtp-reply")
 def starttls_refused(session: Session) -> Finding | None:
     """``starttls-refused``: STARTTLS answered with 4xx/5xx.
 
@@ -62,6 +63,7 @@ def _advertised(session: Session) -> bool:
 
 
 @rule
+@needs("smtp-reply")
 def starttls_not_followed(session: Session) -> Finding | None:
     """``starttls-not-followed``: the server said 220 to STARTTLS; no ClientHello came.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from pcapsmtp.rules import Finding, rule
+from pcapsmtp.rules import Finding, needs, rule
 from pcapsmtp.rules._common import (
     TIMEOUT_MIN_SECONDS,
     closes,
@@ -33,6 +33,7 @@ def _established(session: Session) -> bool:
 
 
 @rule
+@needs("tcp-syn")
 def no_answer(session: Session) -> Finding | None:
     """``tcp-no-answer``: SYNs and nothing back -- no SYN-ACK, no RST, no data.
 
@@ -61,6 +62,7 @@ def no_answer(session: Session) -> Finding | None:
 
 
 @rule
+@needs("tcp-rst")
 def refused(session: Session) -> Finding | None:
     """``tcp-refused``: the SYN was answered with RST: nothing listens, or a filter rejects."""
     syns = flags(session, "tcp-syn", "C")
@@ -96,6 +98,7 @@ def _stage(session: Session, before: Event) -> str:
 
 
 @rule
+@needs("tcp-rst")
 def reset(session: Session) -> Finding | None:
     """``tcp-reset``: a RST ended an established session; say who, and at which stage.
 
@@ -335,6 +338,7 @@ def _pmtu_from_receiver(session: Session) -> Finding | None:
 
 
 @rule
+@needs("tcp-retransmission", "tcp-gap")
 def pmtu_blackhole(session: Session) -> Finding | None:
     """``pmtu-blackhole``: full-size segments lost again and again while small ones pass.
 
@@ -347,6 +351,7 @@ def pmtu_blackhole(session: Session) -> Finding | None:
 
 
 @rule
+@needs("tcp-syn-ack")
 def no_greeting(session: Session) -> Finding | None:
     """``timeout`` before the greeting: connected, and the server never said 220.
 

@@ -8,7 +8,7 @@ and which are read from sizes and order.
 from __future__ import annotations
 
 from dissectors.tls import alert_name, suite_name, version_name
-from pcapsmtp.rules import Finding, rule
+from pcapsmtp.rules import Finding, needs, rule
 from pcapsmtp.rules._common import (
     closes,
     ev,
@@ -160,6 +160,7 @@ def deciding_alert(session: Session) -> Event | None:
 
 
 @rule
+@needs("tls-alert")
 def handshake_alert(session: Session) -> Finding | None:
     """``tls-handshake-alert``: an alert ended the handshake; name its sender and description.
 
@@ -234,6 +235,7 @@ def _stage(session: Session) -> tuple[str, Event | None]:
 
 
 @rule
+@needs("smtp-unparsed", "tls-client-hello")
 def closed_during_handshake(session: Session) -> Finding | None:
     """``tls-closed-during-handshake``: FIN/RST with no alert, at a named handshake stage.
 
@@ -379,6 +381,7 @@ def _lost_after(session: Session, direction: str, t_done: tuple[float, int]) -> 
 
 
 @rule
+@needs("tls-encrypted-handshake")
 def silent_after_handshake(session: Session) -> Finding | None:
     """``tls-client-silent-after-handshake`` / ``tls-server-silent-after-handshake``.
 
@@ -516,6 +519,7 @@ def other_of(direction: str) -> str:
 
 
 @rule
+@needs("tls-encrypted-handshake")
 def encrypted_ok(session: Session) -> Finding | None:
     """``ok`` for an encrypted dialogue -- honestly labelled as unverifiable.
 
