@@ -141,7 +141,8 @@ def analyze(path: str, selection: Selection | None = None,
     selection = selection or Selection()
     n = _jobs_for(path, jobs)
     if n > 1:
-        return _analyze_sharded(path, selection, progress, n)
+        with _fewer_collections():  # the workers inherit it; the parent unpickles much
+            return _analyze_sharded(path, selection, progress, n)
     store = SessionStore()
     pipeline = Pipeline(selection, on_session=store.add, keep=False)
     with _fewer_collections():  # also while the sessions still open are finished
