@@ -258,14 +258,15 @@ def run_frames(pipeline: Pipeline, frames: Iterable[Frame],
 
 # The cyclic GC's thresholds while frames are fed and sessions finished.  The pipeline
 # makes almost no reference cycles (a few hundred collectable objects in the benchmark),
-# but it keeps many young container objects alive for a while (the events of open
-# sessions), and with the default (700, 10, 10) the collector scanned them and every
-# imported object again and again: on the 100k-frame benchmark 356 collections took
-# 0.30 s of 2.8 s CPU (two full ones 0.15 s), with these 16 collections 0.03 s.  The
-# thresholds stay raised until the open sessions are finished and stored: restored
-# with 1,235 of them still in memory, the next collection alone took 0.08 s.  Garbage
-# cycles are still collected, after 10,000 allocations instead of 700.
-_GC_THRESHOLDS = (10_000, 50, 10)
+# but it keeps many container objects alive for a while (the events of open sessions),
+# and the collector scans every young survivor: with the default (700, 10, 10) the
+# 100k-frame benchmark spent 0.30 s of 2.8 s CPU in 356 collections (two full ones
+# 0.15 s).  Measured, 'analyze --jobs 1 --format json', GC time on the 100k / 300k-frame
+# benchmarks: gen0 threshold 10,000: 0.09 / 0.35 s, 100,000: 0.06 / 0.17 s, same peak
+# RSS (114 / 127 MB).  The thresholds stay raised until the open sessions are finished
+# and stored: restored with 1,235 of them still in memory, the next collection alone
+# took 0.08 s.  Garbage cycles are still collected, only later.
+_GC_THRESHOLDS = (100_000, 50, 10)
 
 
 class _fewer_collections:
