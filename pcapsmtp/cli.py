@@ -204,9 +204,9 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     selection = Selection(ports=frozenset(DEFAULT_PORTS | _ports(ports) | implicit),
                           implicit_tls_ports=frozenset(implicit), any_port=any_port)
     redacting = redact or bool(redact_key) or keep_domains
-    with _render_on_add(fmt, brief, redacting):
-        result = _run_engine(engine, keylog, capture, selection) if engine or keylog else \
-            run(capture, selection, progress=_progress())
+    render = _render_on_add(fmt, brief, redacting)
+    result = _run_engine(engine, keylog, capture, selection, render) if engine or keylog \
+        else run(capture, selection, progress=_progress(), render=render)
     if _progress():
         click.echo("\r\033[K", err=True, nl=False)
     if not result.sessions:
@@ -231,23 +231,20 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
 
 def _render_on_add(fmt: str, brief: bool, redacting: bool) -> Any:
     """Text and JSON reports are rendered where each session is finished, instead of
-    pickling every session and loading it again for the report (store.render_on_add).
-    Not when redacting: pseudonyms are learnt from all sessions before any is shown."""
-    import contextlib
-
-    from pcapsmtp import store
-
+    pickling every session and loading it again for the report (analyze's ``render``,
+    see store.SessionStore).  None when redacting: pseudonyms are learnt from all
+    sessions before any is shown; and for markdown and html."""
     if redacting or fmt not in ("json", "text"):
-        return contextlib.nullcontext()
+        return None
     if fmt == "json":
         from pcapsmtp.render import json as json_report
-        return store.render_on_add(*json_report.ON_ADD)
+        return json_report.ON_ADD
     from pcapsmtp.render import text
-    return store.render_on_add(*text.on_add(timelines=not brief))
+    return text.on_add(timelines=not brief)
 
 
 def _run_engine(engine: str | None, keylog: str | None, capture: str,
-                selection: Selection) -> Any:
+                selection: Selection, render: Any = None) -> Any:
     """The engine the user picked: --keylog needs tshark, so it implies it."""
     from pcapsmtp.analyze import analyze as native
 
@@ -257,7 +254,7 @@ def _run_engine(engine: str | None, keylog: str | None, capture: str,
                    "cannot decrypt)", err=True)
         sys.exit(2)
     if engine == "native":
-        return native(capture, selection, progress=_progress())
+        return native(capture, selection, progress=_progress(), render=render)
     from pcapsmtp import engine_tshark
 
     return engine_tshark.analyze(capture, selection, keylog=keylog, progress=_progress())

@@ -10,7 +10,6 @@ rules that look across sessions.
 
 from __future__ import annotations
 
-import contextlib
 import copyreg
 import dataclasses
 import gc
@@ -80,34 +79,8 @@ def stub(session: Session) -> Session:
     )
 
 
-# What SessionStore.add keeps of a session: the pickled session, or -- while
-# render_on_add is in force -- only its rendering, ``(key, fn)``.
-_RENDER_ON_ADD: tuple[str, Callable[[Session], tuple[str, str]]] | None = None
-
-
-@contextlib.contextmanager
-def render_on_add(key: str, fn: Callable[[Session], tuple[str, str]]) -> Iterator[None]:
-    """Stores made meanwhile keep each session's report text instead of the session.
-
-    For a report in one format (``pcapsmtp analyze --format json`` or text, no
-    redaction): the session is rendered where it is finished -- in the analysis
-    worker that built it -- and never pickled nor loaded again.  ``fn(session)``
-    returns the rendering split around the session id, ``(before, after)``: ids are
-    only final after the workers' spools are merged, so :func:`rendered` puts the
-    final one in between.  ``key`` names the format; a renderer asks for its own key.
-    Measured on the 100k-packet benchmark (2,421 sessions, one process): pickling and
-    loading cost 125 us a session, and the text report loaded each session twice.
-
-    A module setting rather than an argument because analyze() makes its stores
-    itself (and forked workers inherit it); ``load`` refuses on such a store.
-    """
-    global _RENDER_ON_ADD
-    old = _RENDER_ON_ADD
-    _RENDER_ON_ADD = (key, fn)
-    try:
-        yield
-    finally:
-        _RENDER_ON_ADD = old
+#: What a store keeps instead of pickled sessions: ``(key, fn)``, see SessionStore.
+RenderOnAdd = tuple[str, Callable[[Session], tuple[str, str]]]
 
 
 class SessionStore(Sequence[Session]):
@@ -115,9 +88,20 @@ class SessionStore(Sequence[Session]):
 
     ``map`` and ``filter`` return lazy views, so redaction and report cuts do
     not pull every session into memory either.
+
+    ``render=(key, fn)``: the store keeps each session's report text instead of the
+    session.  For a report in one format (``pcapsmtp analyze --format json`` or text,
+    no redaction): the session is rendered where it is finished -- in the analysis
+    worker that built it -- and never pickled nor loaded again.  ``fn(session)``
+    returns the rendering split around the session id, ``(before, after)``: ids are
+    only final after the workers' spools are merged, so :func:`rendered` puts the
+    final one in between.  ``key`` names the format; a renderer asks for its own key.
+    Measured on the 100k-packet benchmark (2,421 sessions, one process): pickling and
+    loading cost 125 us a session, and the text report loaded each session twice.
+    ``load`` refuses on such a store.
     """
 
-    def __init__(self, spool: Any = None) -> None:
+    def __init__(self, spool: Any = None, render: RenderOnAdd | None = None) -> None:
         # ``spool``: a file to write to instead of our own (a worker process's, see analyze)
         self._spool = spool if spool is not None else \
             tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
@@ -129,7 +113,7 @@ class SessionStore(Sequence[Session]):
         self._end: int | None = None
         self.stubs: list[Session] = []
         self._order: list[int] = []
-        self._render = _RENDER_ON_ADD  # see render_on_add
+        self._render = render
 
     def add(self, session: Session) -> None:
         if self._render is None:
@@ -188,13 +172,13 @@ class SessionStore(Sequence[Session]):
 
     def load(self, sid: int) -> Session:
         if self._render is not None:
-            raise RuntimeError("this store kept renderings (render_on_add), not sessions")
+            raise RuntimeError("this store kept renderings (render=...), not sessions")
         session: Session = pickle.loads(self._read(sid))
         session.id = sid  # a worker's spool holds the pre-merge id
         return session
 
     def rendering(self, sid: int) -> str:
-        """The text render_on_add made of session ``sid``, with its final id."""
+        """The text ``render`` made of session ``sid``, with its final id."""
         before, after = pickle.loads(self._read(sid))
         return f"{before}{sid}{after}"
 
@@ -284,7 +268,7 @@ def plain_stubs(sessions: Sequence[Session]) -> Sequence[Session] | None:
 
 
 def rendered(sessions: Sequence[Session], key: str) -> Iterator[str] | None:
-    """Each session's text as render_on_add(key, ...) made it, in order; None when the
+    """Each session's text as a store's ``render=(key, ...)`` made it, in order; None when the
     sessions are not such a store (or a plain view of one): render them then."""
     store, ids = _plain_ids(sessions)
     if store is None or store._render is None or store._render[0] != key:

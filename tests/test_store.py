@@ -63,8 +63,7 @@ def test_render_on_add_keeps_renderings_with_the_final_id() -> None:
     def parts(s: Session) -> tuple[str, str]:
         return "<", f">{len(s.events)}"
 
-    with store_mod.render_on_add("demo", parts):
-        st = SessionStore()
+    st = SessionStore(render=("demo", parts))
     st.add(session(7, events=2))
     st.add(session(5, events=1))
     st.seal()

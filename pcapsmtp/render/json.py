@@ -52,7 +52,7 @@ def _session_json(s: Session) -> str:
 
 
 def session_parts(s: Session) -> tuple[str, str]:
-    """The session's JSON split around its id (the first key): see store.render_on_add."""
+    """The session's JSON split around its id (the first key): see store.SessionStore (render)."""
     text = _session_json(s)
     head = f'{{"id":{s.id}'
     if not text.startswith(head):
@@ -60,7 +60,7 @@ def session_parts(s: Session) -> tuple[str, str]:
     return '{"id":', text[len(head):]
 
 
-#: store.render_on_add(*ON_ADD): sessions rendered as they are finished (cli.py).
+#: analyze(..., render=ON_ADD): sessions rendered as they are finished (cli.py).
 ON_ADD = ("json", session_parts)
 
 

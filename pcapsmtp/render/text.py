@@ -46,7 +46,7 @@ def lines(result: Analysis, timelines: bool = True, sharing: Any = None) -> Iter
         yield ""
         yield from _wrap(f"Across sessions: {finding.summary}", "", "  ")
     done = rendered(result.sessions, on_add(timelines)[0])
-    if done is not None:  # rendered as each session was finished (store.render_on_add)
+    if done is not None:  # rendered as each session was finished (analyze's render=)
         for block in done:
             yield ""
             yield block  # the block's lines, joined
@@ -149,7 +149,7 @@ def _block_lines(session: Session, timeline: bool) -> list[str]:
 
 def block_parts(session: Session, timeline: bool = True) -> tuple[str, str]:
     """The session's block, its lines joined, split around the id in its title: see
-    store.render_on_add (lines() yields the joined block as one line: same output)."""
+    analyze's render= (lines() yields the joined block as one line: same output)."""
     text = "\n".join(session_block(session, timeline))
     head = f"Session {session.id}"
     if not text.startswith(head):
@@ -158,7 +158,7 @@ def block_parts(session: Session, timeline: bool = True) -> tuple[str, str]:
 
 
 def on_add(timelines: bool = True) -> tuple[str, Callable[[Session], tuple[str, str]]]:
-    """store.render_on_add(*on_add(...)): blocks rendered as sessions are finished."""
+    """analyze(..., render=on_add(...)): blocks rendered as sessions are finished."""
     return ("text" if timelines else "text-brief"), partial(block_parts, timeline=timelines)
 
 
