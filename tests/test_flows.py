@@ -90,3 +90,27 @@ def test_a_syn_retry_stays_in_the_same_connection() -> None:
     assert not list(table.add(seg(*c, *s, flags=SYN, seq=100, frame=2)))
     (conn,) = table.active.values()
     assert len(conn.segments) == 2
+
+
+def test_pop_closed_returns_closed_connections_in_the_order_they_opened() -> None:
+    table = FlowTable(Selection(), Recorder)
+    for port in (40000, 40001, 40002):
+        list(table.add(seg("192.0.2.1", port, "192.0.2.2", 25, flags=SYN, frame=1)))
+    list(table.add(seg("192.0.2.1", 40002, "192.0.2.2", 25, flags=FIN | ACK, frame=2)))
+    list(table.add(seg("192.0.2.1", 40000, "192.0.2.2", 25, flags=FIN | ACK, frame=3)))
+    assert table.pop_closed(4.0, 5.0) == []
+    closed = table.pop_closed(9.0, 5.0)
+    assert [c.client[1] for c in closed] == [40000, 40002]
+    assert [c.client[1] for c in table.active.values()] == [40001]
+    assert table.pop_closed(100.0, 5.0) == []
+
+
+def test_pop_closed_skips_a_connection_displaced_by_port_reuse() -> None:
+    table = FlowTable(Selection(), Recorder)
+    c, s = ("192.0.2.1", 40000), ("192.0.2.2", 25)
+    list(table.add(seg(*c, *s, flags=SYN, seq=1000, frame=1)))
+    list(table.add(seg(*c, *s, flags=FIN | ACK, frame=2)))
+    (old,) = table.active.values()
+    assert table.add(seg(*c, *s, flags=SYN, seq=5000, frame=3)) == (old,)
+    (new,) = table.active.values()
+    assert table.pop_closed(100.0, 5.0) == [] and list(table.active.values()) == [new]
