@@ -226,7 +226,15 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
         for chunk in chunks:
             sys.stdout.write(chunk)
         sys.stdout.flush()
-    sys.exit(_exit_status(result, fail_on))
+    status = _exit_status(result, fail_on)
+    # The report is written: keep the interpreter's last collection, at exit, from
+    # scanning everything still alive (the store's stubs, the modules).  Measured on the
+    # 300k-packet benchmark, '--jobs 1 --format json': that collection took 0.19 s
+    # (98k objects); frozen, the process just ends.
+    import gc
+
+    gc.freeze()
+    sys.exit(status)
 
 
 def _render_on_add(fmt: str, brief: bool, redacting: bool) -> Any:

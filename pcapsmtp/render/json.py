@@ -65,7 +65,9 @@ ON_ADD = ("json", session_parts)
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # check_circular=False: the value is a tree just built from plain data (to_dict,
+    # session_dict), never a cycle; the check cost 5% of encoding (104 -> 99 us a session)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 
 def to_dict(result: Analysis, sessions: bool = True) -> dict[str, Any]:
