@@ -83,3 +83,23 @@ def test_stubs_know_who_closed() -> None:
     st.add(s)
     st.seal()
     assert [e.kind for e in st.stubs[0].events] == ["smtp-reply", "tcp-fin"]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_analyze_render_parameter_gives_the_same_report(jobs: int) -> None:
+    """analyze(render=...) hands the rendering to the stores it makes (the workers' and
+    the parent's, when sharded); the report is the one rendered from loaded sessions."""
+    from pathlib import Path
+
+    from pcapsmtp.analyze import analyze
+    from pcapsmtp.render import json as json_report
+    from pcapsmtp.render import text
+
+    path = str(Path(__file__).parent.parent / "samples" / "ban-after-failure.pcap")
+    plain = analyze(path, jobs=jobs)
+    assert plain.sessions._render is None  # type: ignore[attr-defined]
+    as_json = analyze(path, jobs=jobs, render=json_report.ON_ADD)
+    assert json_report.render(as_json) == json_report.render(plain)
+    as_text = analyze(path, jobs=jobs, render=text.on_add(timelines=True))
+    assert store_mod.rendered(as_text.sessions, "text") is not None
+    assert text.render(as_text) == text.render(plain)
