@@ -68,12 +68,10 @@ class Session:
     verdict: Any = None  # rules.Finding
     notes: list[Any] = field(default_factory=list)  # rules.Finding
 
-    # Caches, never pickled (see __getstate__): the events by kind (of_kind), and what
-    # rules.run_rules memoises while the rules run (rules._common.per_session).
+    # A cache, never pickled (see __getstate__): the events by kind (of_kind).
     _kind_index: dict[str, list[Event]] | None = field(
         default=None, repr=False, compare=False)
     _indexed_events: int = field(default=-1, repr=False, compare=False)
-    _facts: dict[Any, Any] | None = field(default=None, repr=False, compare=False)
 
     def of_kind(self, *kinds: str) -> list[Event]:
         """Events of the given kinds, in order: the rules' main question.
@@ -108,7 +106,7 @@ class Session:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in ("_kind_index", "_indexed_events", "_facts"):
+        for name in ("_kind_index", "_indexed_events"):
             state.pop(name, None)  # the class defaults stand in: rebuilt when asked
         return state
 
