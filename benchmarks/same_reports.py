@@ -6,13 +6,16 @@
 Writes the text and JSON reports of every shipped sample, of any extra captures
 given (``--also DIR`` takes every *.pcap* under DIR, e.g. ../shared/corpus), and of
 the benchmark capture with one and two worker processes; ``--check`` lists the
-reports that differ.  A speed-up must not change what a user reads.
+reports that differ.  A speed-up must not change what a user reads.  Paths are given
+to analyze relative to the checkout, so the old code can run from another clone or a
+worktree (``git worktree add /tmp/old HEAD~5``, then ``--save`` there).
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,17 +32,25 @@ def cases(also: list[Path], bench: Path | None) -> list[tuple[str, list[str]]]:
         captures += [(folder, p) for p in sorted(folder.rglob("*")) if _is_capture(p)]
     for top, path in captures:
         name = str(path.relative_to(top)).replace("/", "_")
-        extra = ["--keylog", str(path.with_suffix(".keys"))] \
+        where = _from_root(path)
+        extra = ["--keylog", _from_root(path.with_suffix(".keys"))] \
             if path.with_suffix(".keys").exists() else []
-        out.append((f"{name}.txt", [str(path)]))
-        out.append((f"{name}.json", ["--format", "json", str(path)]))
+        out.append((f"{name}.txt", [where]))
+        out.append((f"{name}.json", ["--format", "json", where]))
         if extra:
-            out.append((f"{name}.keylog.json", ["--format", "json", *extra, str(path)]))
+            out.append((f"{name}.keylog.json", ["--format", "json", *extra, where]))
     if bench is not None:
+        where = _from_root(bench)
         for jobs in ("1", "2"):
-            out.append((f"bench-j{jobs}.json", ["--format", "json", "--jobs", jobs, str(bench)]))
-        out.append(("bench-j2.txt", ["--jobs", "2", str(bench)]))
+            out.append((f"bench-j{jobs}.json", ["--format", "json", "--jobs", jobs, where]))
+        out.append(("bench-j2.txt", ["--jobs", "2", where]))
     return out
+
+
+def _from_root(path: Path) -> str:
+    """The path as analyze is given it, relative to the checkout (reports print it): the
+    same reports then come out of any clone, e.g. a worktree of the old code."""
+    return os.path.relpath(path.resolve(), ROOT)
 
 
 def _is_capture(path: Path) -> bool:
