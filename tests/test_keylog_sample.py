@@ -57,3 +57,13 @@ def test_the_key_log_turns_an_encrypted_ok_into_the_rejection_it_was() -> None:
     verdict = report("--keylog", str(KEYS))["sessions"][0]["verdict"]
     assert verdict["code"] == "smtp-rejected"
     assert "550" in verdict["summary"] and "nobody@lab.example" in verdict["summary"]
+
+
+def test_a_decrypted_session_does_not_claim_its_dialogue_was_unreadable() -> None:
+    """Encrypted, the ok says the capture cannot show acceptance; decrypted, that is
+    no longer true, so neither the verdict nor a note may say it."""
+    encrypted = report()["sessions"][0]
+    assert "cannot show whether a message was accepted" in encrypted["verdict"]["summary"]
+    decrypted = report("--keylog", str(KEYS))["sessions"][0]
+    said = [decrypted["verdict"]["summary"], *(n["summary"] for n in decrypted["notes"])]
+    assert not any("cannot show whether a message was accepted" in s for s in said), said

@@ -518,6 +518,11 @@ def other_of(direction: str) -> str:
     return "S" if direction == "C" else "C"
 
 
+def _decrypted(session: Session) -> bool:
+    """The TLS engine's key-log pass put decrypted SMTP into the timeline."""
+    return any(e.fields.get("decrypted") for e in session.of_kind("smtp-reply", "smtp-command"))
+
+
 @rule
 @needs("tls-encrypted-handshake")
 def encrypted_ok(session: Session) -> Finding | None:
@@ -529,10 +534,12 @@ def encrypted_ok(session: Session) -> Finding | None:
     verdict is ``ok``: nothing on the wire says it failed.  The summary says
     plainly that the SMTP dialogue was encrypted, so the capture cannot show
     whether a message was accepted (``ok-no-mail`` would claim what we cannot
-    see either way).  ``cannot_prove`` repeats it for scripts.
+    see either way).  ``cannot_prove`` repeats it for scripts.  Not when a key log
+    decrypted the dialogue (``--keylog``): the decrypted commands and replies show
+    what happened, and the rules that read them judge it.
     """
     done = completion_event(session)
-    if done is None or session.open_at_end:
+    if done is None or session.open_at_end or _decrypted(session):
         return None
     t_done = (done.time, done.frame)
     c_recs = _records_after(session, "C", t_done)
