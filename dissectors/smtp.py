@@ -64,6 +64,9 @@ class MessageBody:
     chunk: bool = False  # a BDAT chunk rather than a DATA body
     last: bool = False  # BDAT ... LAST
     gap_bytes: int = 0  # bytes of the body missing from the capture (counted in size)
+    # The end-of-data line was not <CR><LF>.<CR><LF> but had a bare LF on either side of
+    # the "." (what SMTP smuggling relies on; RFC 5321 section 4.1.1.4 allows only CRLF).
+    bare_lf_end: bool = False
 
 
 @dataclass(slots=True)
@@ -279,6 +282,8 @@ class SmtpParser:
         self._body_state = _SOL
         self._dot_at = 0
         self._body_gap = 0
+        self._body_last2 = b"\r\n"  # the last two body bytes seen (CR/LF before a ".")
+        self._dot_crlf = True  # the "." being looked at follows a CRLF
         self._chunk_left = 0
         self._chunk_last = False
 
@@ -319,6 +324,8 @@ class SmtpParser:
                     if i < 0 or _LF_DOT(data, i - 1 if i else 0) is None:
                         if data[-1] == 0x0A:
                             self._body_state = _SOL
+                        self._body_last2 = data[-2:] if len(data) > 1 \
+                            else self._body_last2[-1:] + data
                         return events
                 pos = self._scan_body(data, 0, offset, events)
                 if pos < len(data):
@@ -647,6 +654,7 @@ class SmtpParser:
         self._body_start = at
         self._body_state = _SOL  # the DATA line's LF is the LF before a possible "." line
         self._body_gap = 0
+        self._body_last2 = b"\r\n"  # the DATA line's end, taken to be proper
 
     def _scan_body(self, data: bytes, pos: int, base: int, events: list) -> int:
         """Find the "." line with bytes.find; keep only the state of the last 3 bytes."""
@@ -660,11 +668,14 @@ class SmtpParser:
                     state = _SOL if data[n - 1] == 0x0A else _MID
                     pos = n
                     break
+                j = m.start()  # the LF before the "."
+                self._dot_crlf = data[j - 1] == 0x0D if j else self._body_last2[-1:] == b"\r"
                 pos = m.end()
                 self._dot_at = base + pos - 1
                 state = _DOT
             elif state == _SOL:
                 if data[pos] == 0x2E:
+                    self._dot_crlf = (self._body_last2 + data[:pos])[-2:] == b"\r\n"
                     self._dot_at = base + pos
                     pos += 1
                     state = _DOT
@@ -673,7 +684,8 @@ class SmtpParser:
             else:
                 b = data[pos]
                 if b == 0x0A:
-                    self._end_body(self._dot_at, base + pos + 1, True, events)
+                    self._end_body(self._dot_at, base + pos + 1, True, events,
+                                   bare_lf=not (self._dot_crlf and state == _DOTCR))
                     return pos + 1
                 if b == 0x0D and state == _DOT:
                     pos += 1
@@ -681,12 +693,14 @@ class SmtpParser:
                 else:
                     state = _MID  # ".." (dot-stuffed) or ".text": an ordinary line
         self._body_state = state
+        self._body_last2 = data[-2:] if n > 1 else self._body_last2[-1:] + data
         return pos
 
-    def _end_body(self, size_end: int, end: int, complete: bool, events: list) -> None:
+    def _end_body(self, size_end: int, end: int, complete: bool, events: list,
+                  bare_lf: bool = False) -> None:
         events.append(
             MessageBody("C", self._body_start, end, size_end - self._body_start, complete,
-                        gap_bytes=self._body_gap)
+                        gap_bytes=self._body_gap, bare_lf_end=bare_lf)
         )  # fmt: skip
         self._pending.append("BODY")
         self._c.mode = _LINES
@@ -734,6 +748,7 @@ class SmtpParser:
         elif mode == _BODY:
             self._body_gap += length
             self._body_state = _MID
+            self._body_last2 = b"\r\n"  # unknown: a "." line after a gap is not judged lax
         elif mode == _CHUNK:
             take = min(length, self._chunk_left)
             self._chunk_left -= take

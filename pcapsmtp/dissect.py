@@ -316,8 +316,11 @@ def _describe_body(ev: smtp.MessageBody) -> tuple[str, str, dict[str, Any]]:
     what = "BDAT chunk" if ev.chunk else "message body"
     end = (" LAST" if ev.last else "") if ev.chunk else (
         ", ended by '.'" if ev.complete else ", end not seen")
+    if ev.bare_lf_end:
+        end += " (bare LF, not <CR><LF>.<CR><LF>)"
     return "smtp-body", f"[{what}: {ev.size:,} bytes{end}]", {
-        "size": ev.size, "complete": ev.complete, "chunk": ev.chunk, "last": ev.last}
+        "size": ev.size, "complete": ev.complete, "chunk": ev.chunk, "last": ev.last,
+        "bare_lf_end": ev.bare_lf_end}
 
 
 def _describe_credentials(ev: smtp.Credentials) -> tuple[str, str, dict[str, Any]]:

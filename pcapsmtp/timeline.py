@@ -14,7 +14,7 @@ Event kinds (``Event.kind``) and the ``fields`` each carries:
                         "segments": [[frame, offset_in_line, length], ...]}  (when >1 segment)
     smtp-reply         {"code", "enhanced", "lines", "answers", "capabilities", "malformed",
                         "segments": ...}
-    smtp-body          {"size", "complete", "chunk", "last"}
+    smtp-body          {"size", "complete", "chunk", "last", "bare_lf_end"}
     smtp-auth-data     {"length"}                          never the content
     smtp-unparsed      {"reason", "preview"}
     smtp-tls-start     {}                                  TLS begins here in this direction

@@ -44,6 +44,27 @@ def test_old_tls_negotiated() -> None:
     assert "old-tls-version" in n and "TLS1.0" in n["old-tls-version"]
 
 
+def test_bare_lf_end_of_data_accepted_is_a_warning_with_both_frames() -> None:
+    b = SessionBuilder().handshake().banner().ehlo()
+    b.cmd("MAIL FROM:<a@example.org>").reply(250, "2.1.0 Ok")
+    b.cmd("RCPT TO:<b@example.net>").reply(250, "2.1.5 Ok")
+    b.cmd("DATA").reply(354, "End data with <CR><LF>.<CR><LF>")
+    b.body(bare_lf_end=True)
+    body_frame = b.frame
+    s = b.reply(250, "2.0.0 Ok: queued as 4XyZ").quit().fin("C").build()
+    diagnose(s, strict=True)
+    (note,) = [n for n in s.notes if n.code == "bare-lf-end-of-data"]
+    assert note.severity == "warning"
+    assert f"frame {body_frame}" in note.summary
+    assert "accepted the message" in note.summary and "250 2.0.0 Ok" in note.summary
+    assert s.verdict.code == "ok"  # a note beside the verdict, not a verdict
+
+
+def test_crlf_end_of_data_gets_no_smuggling_note() -> None:
+    s = SessionBuilder().handshake().banner().ehlo().message().quit().fin("C").build()
+    assert "bare-lf-end-of-data" not in notes(s)
+
+
 def test_slow_banner() -> None:
     s = SessionBuilder().handshake().wait(12).banner().ehlo().quit().fin("C").build()
     n = notes(s)

@@ -211,7 +211,47 @@ def test_bare_lf_lines_and_body():
     assert (helo.end, data.start, data.end) == (7, 7, 12)
     (body,) = of(ev, MessageBody)
     assert (body.size, body.end) == (5, 19)
+    assert body.bare_lf_end  # "\n.\n" ends it, as Postfix without smtpd_forbid_bare_newline
     assert of(ev, Reply)[0].code == 220
+
+
+# The end-of-data line and whether it is the RFC 5321 one (<CR><LF>.<CR><LF>).
+TERMINATORS = [(b"\r\n.\r\n", False), (b"\n.\n", True), (b"\r\n.\n", True),
+               (b"\n.\r\n", True)]
+
+
+@pytest.mark.parametrize(("end", "bare"), TERMINATORS)
+@pytest.mark.parametrize("split", ["whole", "bytewise"])
+def test_end_of_data_with_a_bare_lf_is_marked(end: bytes, bare: bool, split: str) -> None:
+    """SMTP smuggling hides a message behind a "." line with a bare LF; the parser marks
+    such an end (wherever the segments split it) and only such an end."""
+    body = b"Subject: x\r\n\r\na.b\r\n..stuffed\r\nlast"
+    ev = feed([("S", GREETING), ("C", b"DATA\r\n"), ("S", b"354 go\r\n"),
+               ("C", body + end + b"QUIT\r\n")],
+              pieces=bytewise if split == "bytewise" else None)
+    (msg,) = of(ev, MessageBody)
+    assert msg.complete and msg.bare_lf_end is bare
+    assert msg.size == len(body) + end.index(b".")  # the line break before "." is body
+    assert of(ev, Command)[-1].verb == "QUIT"
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.text("ab. \r", max_size=6).map(str.encode), max_size=6),
+       end=st.sampled_from(TERMINATORS), cuts=st.lists(st.integers(1, 60), max_size=8))
+def test_bare_lf_end_does_not_depend_on_the_segments(lines, end, cuts) -> None:
+    """Any body whose lines are CRLF-terminated and do not start with ".", any split."""
+    body = b"".join(b"x" + line.replace(b"\r", b"") + b"\r\n" for line in lines) + b"z"
+    data = body + end[0]
+    pieces, pos = [], 0
+    for cut in sorted(set(cuts)):
+        if pos < cut < len(data):
+            pieces.append(data[pos:cut])
+            pos = cut
+    pieces.append(data[pos:])
+    ev = feed([("S", GREETING), ("C", b"DATA\r\n"), ("S", b"354 go\r\n")]
+              + [("C", piece) for piece in pieces])
+    (msg,) = of(ev, MessageBody)
+    assert msg.bare_lf_end is end[1]
 
 
 def test_bdat_chunks_and_last():

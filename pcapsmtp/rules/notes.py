@@ -12,7 +12,18 @@ from typing import Any
 
 from dissectors.tls import version_name
 from pcapsmtp.rules import Finding, needs, rule
-from pcapsmtp.rules._common import ev, f, flags, fmt_s, greeting, where, who
+from pcapsmtp.rules._common import (
+    END_OF_DATA,
+    answers,
+    ev,
+    f,
+    flags,
+    fmt_s,
+    greeting,
+    reply_class,
+    where,
+    who,
+)
 from pcapsmtp.timeline import Session
 
 #: A greeting later than this after the handshake is worth a note (postscreen, tarpits, DNS).
@@ -163,4 +174,43 @@ def tcp_trouble(session: Session) -> list[Finding]:
                 "time(s): it stopped reading (overloaded, or blocked on disk/filter).",
                 next_step=f"check the {who(d)}'s load at that time",
                 severity="warning"))
+    return out
+
+
+@rule
+@needs("smtp-body")
+def bare_lf_end_of_data(session: Session) -> list[Finding]:
+    """A message ended by a "." line with a bare LF, and how the server took it.
+
+    RFC 5321 ends the data with <CR><LF>.<CR><LF> only.  Servers that also accept
+    <LF>.<LF> (or <CR><LF>.<LF>) while the next hop does not are what SMTP smuggling
+    exploits (CVE-2023-51764/51765/51766): a second message hidden in the first.  The
+    capture shows the bytes and the server's answer, not the intent.
+    """
+    out: list[Finding] = []
+    events = session.events
+    for i, e in enumerate(events):
+        if e.kind != "smtp-body" or not e.fields.get("bare_lf_end"):
+            continue
+        reply = next((r for r in events[i + 1:] if r.kind == "smtp-reply"
+                      and r.direction == "S" and answers(r) in END_OF_DATA), None)
+        if reply is None:
+            taken = "no reply to it is in the capture"
+        elif reply_class(reply) == 2:
+            taken = (f"the server took it as the end of the data and accepted the message "
+                     f"(`{reply.text}`, {where(session, reply)})")
+        else:
+            taken = f"the server answered `{reply.text}` ({where(session, reply)})"
+        out.append(Finding(
+            code="bare-lf-end-of-data",
+            summary=f"The client ended a message with a '.' line that has a bare LF, not "
+            f"<CR><LF>.<CR><LF> ({where(session, e)}); {taken}. Servers that disagree on "
+            "this are what SMTP smuggling exploits.",
+            evidence=[ev(e, "end of data with a bare LF")]
+            + ([ev(reply)] if reply is not None else []),
+            cannot_prove="whether the client meant to smuggle a message or only sends bare "
+            "LFs (some scripts and old software do)",
+            next_step="Postfix: smtpd_forbid_bare_newline = normalize (default from 3.9); "
+            "other servers: reject or normalise bare LF in DATA",
+            severity="warning"))
     return out
