@@ -111,6 +111,10 @@ def check_verdicts(pcap: Path) -> None:
     for (gclient, _), (wclient, _) in zip(got, want, strict=True):
         if wclient is not None:
             assert gclient == wclient
+    for have, should in zip(report["sessions"], truth["sessions"], strict=True):
+        codes = {n["code"] for n in have["notes"]}
+        missing = set(should.get("facts", {}).get("notes", [])) - codes
+        assert not missing, f"{pcap.name}: notes {sorted(missing)} missing (got {codes})"
     for secret in truth.get("secrets", []):
         assert secret not in output, f"{pcap.name}: a secret appears in pcapsmtp's output"
     keylog = truth.get("keylog")

@@ -127,3 +127,28 @@ def test_ehlo_differs_between_sessions() -> None:
     found = [f for f in diagnose_capture([a, b], strict=True) if f.code == "ehlo-differs"]
     assert len(found) == 1 and found[0].sessions == [1, 2]
     assert "STARTTLS" in found[0].summary
+
+
+def test_real_postfix_accepting_a_bare_lf_end_gets_the_note_at_the_right_frame() -> None:
+    """samples/bare-lf-end.pcap: the lab's real Postfix 3.7 queued a message ended by
+    "\\n.\\n".  The note must point at the frame that carried those bytes -- found here
+    with scapy, independently of our reassembly and parser."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from scapy.layers.inet import TCP
+    from scapy.utils import rdpcap
+
+    pcap = Path(__file__).resolve().parent.parent / "samples" / "bare-lf-end.pcap"
+    frames = [i for i, p in enumerate(rdpcap(str(pcap)), 1)
+              if TCP in p and bytes(p[TCP].payload).endswith(b"\n.\n")]
+    assert len(frames) == 1
+    out = subprocess.run([sys.executable, "-m", "pcapsmtp", "analyze", "-f", "json", str(pcap)],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    (session,) = json.loads(out)["sessions"]
+    assert session["verdict"]["code"] == "ok"
+    (note,) = [n for n in session["notes"] if n["code"] == "bare-lf-end-of-data"]
+    assert note["evidence"][0]["frame"] == frames[0]
+    assert note["evidence"][1]["what"].startswith("250 ")

@@ -172,6 +172,16 @@ def mode_reset_mid_data(sock: socket.socket, args: argparse.Namespace) -> None:
     print("== close with SO_LINGER 0 (RST)", flush=True)
 
 
+def mode_bare_lf_end(sock: socket.socket, args: argparse.Namespace) -> None:
+    """A message ended by "\\n.\\n" instead of "\\r\\n.\\r\\n" (what SMTP smuggling sends)."""
+    open_data(sock, "user@lab.example")
+    send(sock, b"Subject: lab bare LF\r\n\r\nthe body\n.\n")
+    reply(sock)
+    send(sock, b"QUIT\r\n")
+    reply(sock)
+    drain(sock, 2)
+
+
 def mode_big_data(sock: socket.socket, args: argparse.Namespace) -> None:
     """A body larger than the path MTU in one write (the PMTU black-hole trigger)."""
     open_data(sock, "user@lab.example")
@@ -212,6 +222,7 @@ MODES: dict[str, Callable[[socket.socket, argparse.Namespace], None]] = {
     "early-talker": mode_early_talker,
     "starttls-plain": mode_starttls_plain,
     "reset-mid-data": mode_reset_mid_data,
+    "bare-lf-end": mode_bare_lf_end,
     "big-data": mode_big_data,
     "connect": mode_syn,
     "split-rcpt": mode_split_rcpt,

@@ -289,6 +289,11 @@ def body_starttls_keylog(ctx: Ctx) -> str:
     return py("tls-keylog", lport=40230, keylog=str(keys))
 
 
+def body_bare_lf_end(ctx: Ctx) -> str:
+    """Python client: the message ends with a bare-LF "." line."""
+    return py("bare-lf-end", lport=40240)
+
+
 def body_nat_plain(ctx: Ctx) -> str:
     """The router source-NATs the client to its own address and port 50220."""
     rule = f"ip saddr {CLI4} tcp dport 25 snat ip to {RTR4_SRV}:50220"
@@ -554,6 +559,19 @@ SCENARIOS: list[Scenario] = [
                  stage="quit", inner="RCPT answered 550 inside TLS", close_race=RACE)],
         extra={"keylog": {"file": "starttls-keylog.keys", "verdicts": ["smtp-rejected"]}},
         log_expect=(r"NOQUEUE: reject: RCPT",)),
+    Scenario(
+        "bare-lf-end",
+        "One message whose end-of-data line is '\\n.\\n' (bare LFs, not CRLF), as SMTP "
+        "smuggling sends it; Postfix with smtpd_forbid_bare_newline = no (its default before "
+        "3.9) takes it as the end of the data and queues the message. The verdict is ok; "
+        "the report carries a bare-lf-end-of-data note with the 250.",
+        "Python client to Postfix on 25 (smtpd_forbid_bare_newline = no set explicitly); "
+        "server-side capture.",
+        body_bare_lf_end,
+        [session(C + "40240", SERVER25, "ok", closed_by="server", how="FIN", stage="quit",
+                 messages_accepted=1, notes=["bare-lf-end-of-data"], close_race=RACE)],
+        postfix={"smtpd_forbid_bare_newline": "no"},
+        log_expect=(r"status=sent",)),
     Scenario(
         "nat-plain",
         "One message in plaintext through a router that source-NATs the client: the server "
