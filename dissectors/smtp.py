@@ -86,7 +86,7 @@ class Unparsed:
     direction: str
     start: int
     end: int
-    reason: str  # "tls-record", "binary", "gap-resync", ...
+    reason: str  # "tls-record", "binary", "gap-resync", "plaintext-after-starttls", ...
     preview: str  # escaped, masked, at most 80 characters
 
 
@@ -732,13 +732,35 @@ class SmtpParser:
                 break
             pending += item
         if held:
-            events.append(TlsStart("C", self._tls_at, self._tls_at, bytes(pending)))
+            skip = self._injected_lines(bytes(pending), self._tls_at, events)
+            self._tls_at += skip
+            events.append(TlsStart("C", self._tls_at, self._tls_at, bytes(pending[skip:])))
             self._c.mode = _TLS
         else:
             self._c.mode = _ARMED
         if self._close_c_pending:
             self._close_c_pending = False
             self._c.closed = True
+
+    @staticmethod
+    def _injected_lines(held: bytes, at: int, events: list) -> int:
+        """Whole plaintext lines the client sent after STARTTLS, before the 220 came.
+
+        RFC 3207 has the client wait for the 220; lines pipelined behind STARTTLS are
+        the CVE-2011-0411 probe (scanners send it to MX hosts) or a broken client.  A
+        fixed server discards them and the TLS handshake follows, so they are shown as
+        such and TLS starts after them -- handed to the TLS parser they would hide the
+        ClientHello behind "not TLS".  Returns how many bytes they take.
+        """
+        pos = 0
+        while pos < len(held) and held[pos] != 0x16:  # a TLS handshake record starts TLS
+            nl = held.find(b"\n", pos)
+            if nl < 0:
+                break
+            events.append(Unparsed("C", at + pos, at + nl + 1, "plaintext-after-starttls",
+                                   _preview(held[pos:nl + 1].rstrip(b"\r\n"))))
+            pos = nl + 1
+        return pos
 
     def _gap_client(self, offset: int, length: int, events: list) -> None:
         c = self._c

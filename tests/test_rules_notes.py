@@ -152,3 +152,30 @@ def test_real_postfix_accepting_a_bare_lf_end_gets_the_note_at_the_right_frame()
     (note,) = [n for n in session["notes"] if n["code"] == "bare-lf-end-of-data"]
     assert note["evidence"][0]["frame"] == frames[0]
     assert note["evidence"][1]["what"].startswith("250 ")
+
+
+def test_real_postfix_after_a_starttls_injection_probe_is_ok_with_a_note() -> None:
+    """samples/starttls-inject.pcap: "STARTTLS\\r\\nRSET\\r\\n" in one segment to real Postfix,
+    which discards the RSET; then a normal TLS session.  The verdict is ok, the note
+    names the RSET, and the ClientHello is found at the frame that carries it (scapy)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from scapy.layers.inet import TCP
+    from scapy.utils import rdpcap
+
+    pcap = Path(__file__).resolve().parent.parent / "samples" / "starttls-inject.pcap"
+    packets = rdpcap(str(pcap))
+    hello = [i for i, p in enumerate(packets, 1) if TCP in p and p[TCP].dport == 25
+             and bytes(p[TCP].payload)[:1] == b"\x16"]
+    assert hello
+    out = subprocess.run([sys.executable, "-m", "pcapsmtp", "analyze", "-f", "json", str(pcap)],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    (session,) = json.loads(out)["sessions"]
+    assert session["verdict"]["code"] == "ok"
+    (note,) = [n for n in session["notes"] if n["code"] == "plaintext-after-starttls"]
+    assert "`RSET`" in note["summary"]
+    (ch,) = [e for e in session["events"] if e["kind"] == "tls-client-hello"]
+    assert ch["frame"] == hello[0]

@@ -404,6 +404,22 @@ def test_starttls_client_bytes_before_220_are_pending():
     assert p.close("C") == [] and p.gap("S", 54, 10) == []
 
 
+@pytest.mark.parametrize("pieces", [None, bytewise])
+def test_plaintext_pipelined_behind_starttls_is_shown_and_tls_starts_after_it(pieces):
+    """The CVE-2011-0411 probe: "STARTTLS\r\nRSET\r\n" in one write, then (even before
+    the 220) a ClientHello.  The RSET is shown as plaintext after STARTTLS, and TLS starts
+    at the record, not at the R -- else the ClientHello would hide behind "not TLS"."""
+    hello = b"\x16\x03\x01\x00\x05hello"
+    ev = feed([("S", GREETING), ("C", b"STARTTLS\r\nRSET\r\nNOOP\r\n" + hello),
+               ("S", b"220 go\r\n")], pieces=pieces)
+    injected = [(u.start, u.end, u.preview) for u in of(ev, Unparsed)
+                if u.reason == "plaintext-after-starttls"]
+    assert injected == [(10, 16, "RSET"), (16, 22, "NOOP")]
+    (c_start,) = [t for t in of(ev, TlsStart) if t.direction == "C"]
+    assert c_start.start == 22 and c_start.pending == hello
+    assert not of(ev, Command)[1:]  # STARTTLS only: the injected lines are no commands
+
+
 def test_starttls_454_continues_in_plaintext():
     ev = feed([
         ("S", GREETING),

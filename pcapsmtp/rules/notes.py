@@ -214,3 +214,30 @@ def bare_lf_end_of_data(session: Session) -> list[Finding]:
             "other servers: reject or normalise bare LF in DATA",
             severity="warning"))
     return out
+
+
+@rule
+@needs("smtp-unparsed")
+def plaintext_after_starttls(session: Session) -> Finding | None:
+    """Plaintext pipelined behind STARTTLS, before the server's 220.
+
+    The CVE-2011-0411 probe: a server that kept those bytes would run them as if they
+    came inside TLS.  A fixed server discards them; inside TLS we cannot see which.
+    """
+    lines = [e for e in session.of_kind("smtp-unparsed")
+             if e.fields.get("reason") == "plaintext-after-starttls"]
+    if not lines:
+        return None
+    first = lines[0]
+    shown = ", ".join(f"`{e.fields.get('preview', '')}`" for e in lines[:3])
+    return Finding(
+        code="plaintext-after-starttls",
+        summary=f"The client sent {len(lines)} plaintext line(s) after STARTTLS, before the "
+        f"server's 220 ({shown}, {where(session, first)}): the STARTTLS command-injection "
+        "probe (CVE-2011-0411) that scanners send, or a client that does not wait for the "
+        "220. TLS was read from the byte after them.",
+        evidence=[ev(e) for e in lines[:3]],
+        cannot_prove="whether the server discarded those lines or ran them inside TLS",
+        next_step="if this client is not your scanner: Postfix, Exim and Sendmail discard "
+        "such input since 2011; check the server's version",
+        severity="info")

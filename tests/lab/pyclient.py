@@ -93,6 +93,25 @@ def starttls(sock: socket.socket, keylog: str | None = None) -> ssl.SSLSocket:
     return tls
 
 
+def mode_starttls_inject(sock: socket.socket, args: argparse.Namespace) -> None:
+    """STARTTLS with a plaintext RSET pipelined behind it (the CVE-2011-0411 probe that
+    scanners send), then a normal TLS session: EHLO and QUIT inside TLS."""
+    reply(sock)
+    send(sock, EHLO)
+    reply(sock)
+    send(sock, b"STARTTLS\r\nRSET\r\n")
+    reply(sock)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    tls = ctx.wrap_socket(sock, server_hostname="mx.lab.example")
+    print(f"== TLS {tls.version()} {tls.cipher()}", flush=True)
+    for line in (EHLO, b"QUIT\r\n"):
+        send(tls, line)
+        log("<~", reply(tls))
+    drain(tls, 2)
+
+
 def mode_tls_silent(sock: socket.socket, args: argparse.Namespace) -> None:
     """Handshake, then say nothing: the server must give up (smtpd_timeout)."""
     tls = starttls(sock)
@@ -223,6 +242,7 @@ MODES: dict[str, Callable[[socket.socket, argparse.Namespace], None]] = {
     "starttls-plain": mode_starttls_plain,
     "reset-mid-data": mode_reset_mid_data,
     "bare-lf-end": mode_bare_lf_end,
+    "starttls-inject": mode_starttls_inject,
     "big-data": mode_big_data,
     "connect": mode_syn,
     "split-rcpt": mode_split_rcpt,

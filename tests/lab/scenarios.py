@@ -294,6 +294,11 @@ def body_bare_lf_end(ctx: Ctx) -> str:
     return py("bare-lf-end", lport=40240)
 
 
+def body_starttls_inject(ctx: Ctx) -> str:
+    """Python client: plaintext RSET pipelined behind STARTTLS, then TLS."""
+    return py("starttls-inject", lport=40250)
+
+
 def body_nat_plain(ctx: Ctx) -> str:
     """The router source-NATs the client to its own address and port 50220."""
     rule = f"ip saddr {CLI4} tcp dport 25 snat ip to {RTR4_SRV}:50220"
@@ -572,6 +577,18 @@ SCENARIOS: list[Scenario] = [
                  messages_accepted=1, notes=["bare-lf-end-of-data"], close_race=RACE)],
         postfix={"smtpd_forbid_bare_newline": "no"},
         log_expect=(r"status=sent",)),
+    Scenario(
+        "starttls-inject",
+        "STARTTLS with a plaintext RSET pipelined behind it in the same segment (the "
+        "CVE-2011-0411 probe that scanners send to MX hosts), then a normal TLS 1.3 session: "
+        "EHLO and QUIT inside TLS. Postfix discards the RSET; the verdict is ok with a "
+        "plaintext-after-starttls note, and the ClientHello is read where it starts.",
+        "Python client to Postfix on 25; server-side capture.",
+        body_starttls_inject,
+        [session(C + "40250", SERVER25, "ok", closed_by="server", how="FIN",
+                 stage="tls-established", notes=["plaintext-after-starttls"],
+                 close_race=RACE)],
+        log_expect=(r"TLS connection established",)),
     Scenario(
         "nat-plain",
         "One message in plaintext through a router that source-NATs the client: the server "
