@@ -73,19 +73,23 @@ def drain(sock: socket.socket | ssl.SSLSocket, limit: float) -> None:
     print("== closed by peer or limit", flush=True)
 
 
-def starttls(sock: socket.socket, keylog: str | None = None) -> ssl.SSLSocket:
+def starttls(sock: socket.socket, keylog: str | None = None,
+             command: bytes = b"STARTTLS\r\n", tls13: bool = False) -> ssl.SSLSocket:
     """EHLO, STARTTLS, then a TLS 1.2 handshake (1.2: nothing encrypted flows after it).
 
-    ``keylog``: write the session keys there (SSLKEYLOGFILE format) for decryption."""
+    ``keylog``: write the session keys there (SSLKEYLOGFILE format) for decryption;
+    ``command``: what is sent for STARTTLS (with a line pipelined behind it, say);
+    ``tls13``: allow TLS 1.3."""
     reply(sock)
     send(sock, EHLO)
     reply(sock)
-    send(sock, b"STARTTLS\r\n")
+    send(sock, command)
     reply(sock)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if not tls13:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     if keylog:
         ctx.keylog_filename = keylog
     tls = ctx.wrap_socket(sock, server_hostname="mx.lab.example")
@@ -96,16 +100,7 @@ def starttls(sock: socket.socket, keylog: str | None = None) -> ssl.SSLSocket:
 def mode_starttls_inject(sock: socket.socket, args: argparse.Namespace) -> None:
     """STARTTLS with a plaintext RSET pipelined behind it (the CVE-2011-0411 probe that
     scanners send), then a normal TLS session: EHLO and QUIT inside TLS."""
-    reply(sock)
-    send(sock, EHLO)
-    reply(sock)
-    send(sock, b"STARTTLS\r\nRSET\r\n")
-    reply(sock)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    tls = ctx.wrap_socket(sock, server_hostname="mx.lab.example")
-    print(f"== TLS {tls.version()} {tls.cipher()}", flush=True)
+    tls = starttls(sock, command=b"STARTTLS\r\nRSET\r\n", tls13=True)
     for line in (EHLO, b"QUIT\r\n"):
         send(tls, line)
         log("<~", reply(tls))
