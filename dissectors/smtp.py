@@ -755,10 +755,11 @@ class SmtpParser:
         pos = 0
         while pos < len(held) and held[pos] != 0x16:  # a TLS handshake record starts TLS
             nl = held.find(b"\n", pos)
-            if nl < 0:
+            line = held[pos:nl + 1].rstrip(b"\r\n")
+            if nl < 0 or _is_binary(line):  # binary: TLS of another shape (SSLv2 hello)
                 break
             events.append(Unparsed("C", at + pos, at + nl + 1, "plaintext-after-starttls",
-                                   _preview(held[pos:nl + 1].rstrip(b"\r\n"))))
+                                   _preview(line)))
             pos = nl + 1
         return pos
 

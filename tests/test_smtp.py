@@ -420,6 +420,15 @@ def test_plaintext_pipelined_behind_starttls_is_shown_and_tls_starts_after_it(pi
     assert not of(ev, Command)[1:]  # STARTTLS only: the injected lines are no commands
 
 
+def test_binary_bytes_behind_starttls_stay_tls() -> None:
+    """An SSLv2-style ClientHello (0x80 ...) sent before the 220 is no plaintext line."""
+    v2 = b"\x80\x2e\x01\x03\x01\x00\x15\x00\x00\x00\x10\n\x00\x05"
+    ev = feed([("S", GREETING), ("C", b"STARTTLS\r\n" + v2), ("S", b"220 go\r\n")])
+    assert not [u for u in of(ev, Unparsed) if u.reason == "plaintext-after-starttls"]
+    (c_start,) = [t for t in of(ev, TlsStart) if t.direction == "C"]
+    assert c_start.start == 10 and c_start.pending == v2
+
+
 def test_starttls_454_continues_in_plaintext():
     ev = feed([
         ("S", GREETING),
