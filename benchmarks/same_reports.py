@@ -50,7 +50,7 @@ def cases(also: list[Path], bench: Path | None) -> list[tuple[str, list[str]]]:
 def _from_root(path: Path) -> str:
     """The path as analyze is given it, relative to the checkout (reports print it): the
     same reports then come out of any clone, e.g. a worktree of the old code."""
-    return os.path.relpath(path.resolve(), ROOT)
+    return os.path.relpath(os.path.abspath(path), ROOT)  # abspath: symlinks stay as given
 
 
 def _is_capture(path: Path) -> bool:

@@ -877,12 +877,11 @@ class SmtpParser:
         if c.mode == _BODY and self._body_gap:
             # The server answers only after the "." line: a gap must have swallowed it.
             self._end_body(c.next or 0, c.next or 0, False, events)
-        q = self._pending
-        answers = q.popleft() if q and code != 354 and code != 334 else self._pair(code)
+        answers = self._pair(code)
         capabilities = []
         if answers == "EHLO" and code is not None and 200 <= code < 300:
             capabilities = [line.split(" ", 1)[0].upper() for line in lines[1:] if line]
-        text = " / ".join(shown) if len(shown) <= 2 else self._reply_text(shown)
+        text = self._reply_text(shown)
         events.append(Reply(
             "S", start, end, code, _enhanced(lines), lines, text, answers, capabilities,
             malformed, truncated, partial, gap,

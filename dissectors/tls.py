@@ -1352,18 +1352,11 @@ class TlsParser:
             mlen = (payload[q + 1] << 16) | (payload[q + 2] << 8) | payload[q + 3]
             s = base + q
             if mlen > MAX_HANDSHAKE:
-                events.append(Malformed(d.name, s, s + 4, f"handshake message claims {mlen} bytes"))
-                self._stop(d, "malformed")
-                return events
+                return self._oversized(d, s, mlen, events)
             if n - q < 4 + mlen:
                 break
             q += 4 + mlen
-            try:
-                events += self._message(d, mtype, payload[q - mlen : q], s, base + q)
-            except _Short as exc:
-                name = _HS_NAMES.get(mtype, f"handshake type {mtype}")
-                events.append(Malformed(d.name, s, base + q, f"{name}: {exc}"))
-                self._stop(d, "malformed")
+            if not self._decoded(d, mtype, payload[q - mlen : q], s, base + q, events):
                 return events
         if q < n:  # the start of a message the next record continues
             d.hs_map.append((0, base + q, n - q))
@@ -1380,9 +1373,7 @@ class TlsParser:
             mlen = int.from_bytes(d.hs[1:4], "big")
             s = self._hs_offset(d, 0)
             if mlen > MAX_HANDSHAKE:
-                events.append(Malformed(d.name, s, s + 4, f"handshake message claims {mlen} bytes"))
-                self._stop(d, "malformed")
-                return events
+                return self._oversized(d, s, mlen, events)
             if len(d.hs) < 4 + mlen:
                 break
             e = self._hs_offset(d, 3 + mlen) + 1
@@ -1392,16 +1383,30 @@ class TlsParser:
             if d.hs_map and d.hs_map[0][0] < 0:
                 p, o, n = d.hs_map[0]
                 d.hs_map[0] = (0, o - p, n + p)
-            try:
-                events += self._message(d, mtype, body, s, e)
-            except _Short as exc:
-                name = _HS_NAMES.get(mtype, f"handshake type {mtype}")
-                events.append(Malformed(d.name, s, e, f"{name}: {exc}"))
-                self._stop(d, "malformed")
+            if not self._decoded(d, mtype, body, s, e, events):
                 return events
         if not d.hs:
             d.hs_map.clear()
         return events
+
+    def _oversized(self, d: _Side, s: int, mlen: int, events: list[TlsEvent]) -> list[TlsEvent]:
+        """A message header claiming more than MAX_HANDSHAKE: Malformed, this side stops."""
+        events.append(Malformed(d.name, s, s + 4, f"handshake message claims {mlen} bytes"))
+        self._stop(d, "malformed")
+        return events
+
+    def _decoded(self, d: _Side, mtype: int, body: bytes, s: int, e: int,
+                 events: list[TlsEvent]) -> bool:
+        """One message's events into ``events``; False when it was cut short (then
+        Malformed, and this side stops)."""
+        try:
+            events += self._message(d, mtype, body, s, e)
+            return True
+        except _Short as exc:
+            name = _HS_NAMES.get(mtype, f"handshake type {mtype}")
+            events.append(Malformed(d.name, s, e, f"{name}: {exc}"))
+            self._stop(d, "malformed")
+            return False
 
     def _message(self, d: _Side, mtype: int, body: bytes, s: int, e: int) -> list[TlsEvent]:
         prog = self.progress[d.name]

@@ -146,16 +146,32 @@ def analyze(path: str, selection: Selection | None = None,
         with _fewer_collections():  # the workers inherit it; the parent unpickles much
             return _analyze_sharded(path, selection, progress, n, render)
     store = SessionStore(render=render)
-    pipeline = Pipeline(selection, on_session=store.add, keep=False)
-    with _fewer_collections():  # also while the sessions still open are finished
+    with _fewer_collections():  # also while the stubs are sorted and the captures judged
+        info, decode = _build(path, selection, store, progress)
+        store.seal()
+        return _result(info, decode, selection, store)
+
+
+def _build(path: str, selection: Selection, store: SessionStore,
+           progress: Callable[[int], None] | None,
+           shard: tuple[int, int] | None = None) -> tuple[CaptureInfo, DecodeStats]:
+    """Every frame of ``path`` through a pipeline whose finished sessions go to ``store``
+    (only the connections of ``shard``, in a worker); the GC thresholds stay raised
+    while the sessions still open at the end are finished too."""
+    pipeline = Pipeline(selection, on_session=store.add, keep=False, shard=shard)
+    with _fewer_collections():
         with open_capture(path) as reader:
             run_frames(pipeline, reader, progress)
             info = reader.info
         pipeline.close()
-        store.seal()
-        result = Analysis(capture=info, decode=pipeline.decoder.stats, selection=selection,
-                          sessions=store)
-        result.findings = rules.diagnose_capture(store.stubs)
+    return info, pipeline.decoder.stats
+
+
+def _result(info: CaptureInfo, decode: DecodeStats, selection: Selection,
+            store: SessionStore) -> Analysis:
+    """The sealed store as an Analysis, with the cross-session rules run on its stubs."""
+    result = Analysis(capture=info, decode=decode, selection=selection, sessions=store)
+    result.findings = rules.diagnose_capture(store.stubs)
     return result
 
 
@@ -211,9 +227,7 @@ def _analyze_sharded(path: str, selection: Selection,
     store = SessionStore(render=render)
     store.merge([(spool, reply[3]) for spool, reply in zip(spools, replies, strict=True)])
     store.seal()
-    result = Analysis(capture=info, decode=decode, selection=selection, sessions=store)
-    result.findings = rules.diagnose_capture(store.stubs)
-    return result
+    return _result(info, decode, selection, store)
 
 
 def _preload() -> None:
@@ -234,14 +248,8 @@ def _worker(path: str, selection: Selection, index: int, count: int, spool: Any,
         # from touching their pages, which copy-on-write would then duplicate).
         gc.freeze()
         store = SessionStore(spool, render)
-        pipeline = Pipeline(selection, on_session=store.add, keep=False,
-                            shard=(index, count))
-        with _fewer_collections():
-            with open_capture(path) as reader:
-                run_frames(pipeline, reader, progress)
-                info = reader.info
-            pipeline.close()
-        conn.send(("ok", info, pipeline.decoder.stats, store.entries()))
+        info, decode = _build(path, selection, store, progress, shard=(index, count))
+        conn.send(("ok", info, decode, store.entries()))
     except BaseException as exc:  # noqa: BLE001 - the parent re-raises it
         try:
             conn.send(("error", exc))

@@ -342,8 +342,6 @@ _DESCRIBE = {
     smtp.Credentials: _describe_credentials,
     smtp.Unparsed: _describe_unparsed,
 }
-_NO_KIND = object()
-_TLS_KINDS: dict[type, str] = {}  # class -> "tls-" + lower-cased class name
 
 
 def describe(ev: Any) -> tuple[str, str, dict[str, Any]]:
@@ -354,9 +352,5 @@ def describe(ev: Any) -> tuple[str, str, dict[str, Any]]:
     for cls, describe_as in _DESCRIBE.items():  # a subclass of an SMTP event
         if isinstance(ev, cls):
             return describe_as(ev)
-    kind = getattr(ev, "kind", _NO_KIND)
-    if kind is _NO_KIND:
-        kind = _TLS_KINDS.get(type(ev))
-        if kind is None:
-            kind = _TLS_KINDS[type(ev)] = "tls-" + type(ev).__name__.lower()
+    kind = getattr(ev, "kind", "tls-" + type(ev).__name__.lower())
     return kind, ev.summary(), plain_fields(ev, skip=("direction",))

@@ -189,10 +189,8 @@ class Decoder:
                 # doff >= 20 also rules out total < 40 (a header longer than the datagram)
                 if 20 <= doff <= promised:
                     stats.tcp += 1
-                    shard = self.shard
-                    if shard is not None and \
-                            (hash(src) ^ hash(dst) ^ sport ^ dport) % shard[1] != shard[0]:
-                        return None  # another worker's connection (as ``_mine``)
+                    if self.shard is not None and not self._mine(src, dst, sport, dport):
+                        return None  # another worker's connection: counted, not built
                     end = 14 + (total if total < avail else avail)  # strips Ethernet padding
                     start = 34 + doff
                     payload = data[start:end] if start < end else b""
@@ -410,8 +408,7 @@ class Decoder:
     def _mine(self, src: bytes, dst: bytes, sport: int, dport: int) -> bool:
         """Whether the connection belongs to this decoder's shard.  Both directions give
         the same answer; so do forked workers (they share the hash seed).  Computed on
-        the raw addresses, before the (cached) text forms are looked up: the fast path
-        in ``decode`` repeats this formula inline and must stay the same."""
+        the raw addresses, before the (cached) text forms are looked up."""
         assert self.shard is not None
         index, count = self.shard
         return (hash(src) ^ hash(dst) ^ sport ^ dport) % count == index

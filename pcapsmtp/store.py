@@ -20,7 +20,7 @@ import pickle
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter
-from typing import Any, overload
+from typing import Any
 
 from pcapsmtp.timeline import Event, Session
 
@@ -185,19 +185,15 @@ class SessionStore(Sequence[Session]):
     def __len__(self) -> int:
         return len(self._order)
 
-    @overload
-    def __getitem__(self, i: int) -> Session: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Session]: ...
+    def _all(self) -> SessionView:
+        """Every session, as a view: the store reads like its own untransformed view."""
+        return SessionView(self, self._order, None)
 
-    def __getitem__(self, i: int | slice) -> Session | list[Session]:
-        if isinstance(i, slice):
-            return [self.load(sid) for sid in self._order[i]]
-        return self.load(self._order[i])
+    def __getitem__(self, i: Any) -> Any:
+        return self._all()[i]
 
     def __iter__(self) -> Iterator[Session]:
-        for sid in self._order:
-            yield self.load(sid)
+        return iter(self._all())
 
     def map(self, fn: Callable[[Session], Session]) -> SessionView:
         return SessionView(self, list(self._order), fn)
@@ -250,8 +246,7 @@ def stubs_of(sessions: Sequence[Session]) -> Sequence[Session]:
     if isinstance(sessions, SessionStore):
         return sessions.stubs
     if isinstance(sessions, SessionView):
-        by_id = {s.id: s for s in sessions.store.stubs}
-        return [by_id[i] for i in sessions.ids]
+        return _stubs(sessions.store, sessions.ids)
     return sessions
 
 
@@ -259,8 +254,10 @@ def plain_stubs(sessions: Sequence[Session]) -> Sequence[Session] | None:
     """The stubs of a store or untransformed view (no redaction in between), or None
     when the sessions themselves must be read."""
     store, ids = _plain_ids(sessions)
-    if store is None:
-        return None
+    return None if store is None else _stubs(store, ids)
+
+
+def _stubs(store: SessionStore, ids: list[int]) -> Sequence[Session]:
     if len(ids) == len(store.stubs):
         return store.stubs
     by_id = {s.id: s for s in store.stubs}

@@ -1,9 +1,10 @@
 """The worker shard of a connection does not depend on how its frames were decoded.
 
 Decoder.decode has an inline fast path (untagged Ethernet, IPv4 without options or
-fragments, TCP) that repeats the shard rule of the general path; a connection whose
-frames take both paths (tagged and untagged on a trunk, IP options, fragments, a
-malformed-looking header the general path accepts) must land in one worker only.
+fragments, TCP) beside the general path, each asking the shard rule with the raw
+addresses it decoded; a connection whose frames take both paths (tagged and untagged
+on a trunk, IP options, fragments, a malformed-looking header the general path
+accepts) must land in one worker only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""render.text's hand-written wrap gives what textwrap gives (it replaced it for speed)."""
+"""render.text._wrap (a one-line fast path in front of textwrap) gives what textwrap gives."""
 
 from __future__ import annotations
 

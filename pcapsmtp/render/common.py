@@ -73,3 +73,12 @@ def verdict_tally(sessions: Sequence[Session]) -> str:
     spooled report does not load every session just to count."""
     counts = Counter(verdict_code(s) for s in stubs_of(sessions))
     return ", ".join(f"{code} {n}" for code, n in sorted(counts.items(), key=lambda x: -x[1]))
+
+
+def around_id(text: str, prefix: str, sid: int) -> tuple[str, str]:
+    """``text`` (which begins with ``prefix`` and the session id) split around the id, for
+    a store that renders sessions before their final ids are known (store.SessionStore)."""
+    head = f"{prefix}{sid}"
+    if not text.startswith(head):
+        raise ValueError(f"session rendering does not begin with its id: {text[:40]!r}")
+    return prefix, text[len(head):]

@@ -15,7 +15,7 @@ from typing import Any
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.jsonable import plain
-from pcapsmtp.render.common import ending, linktype_name
+from pcapsmtp.render.common import around_id, ending, linktype_name
 from pcapsmtp.store import parallel_map, rendered, stubs_of
 from pcapsmtp.timeline import Event, Session, endpoint
 
@@ -53,11 +53,7 @@ def _session_json(s: Session) -> str:
 
 def session_parts(s: Session) -> tuple[str, str]:
     """The session's JSON split around its id (the first key): see store.SessionStore (render)."""
-    text = _session_json(s)
-    head = f'{{"id":{s.id}'
-    if not text.startswith(head):
-        raise ValueError(f"session JSON does not begin with its id: {text[:40]!r}")
-    return '{"id":', text[len(head):]
+    return around_id(_session_json(s), '{"id":', s.id)
 
 
 #: analyze(..., render=ON_ADD): sessions rendered as they are finished (cli.py).

@@ -7,7 +7,6 @@ session with its verdict and timeline.
 
 from __future__ import annotations
 
-import re
 import textwrap
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
@@ -17,7 +16,14 @@ from tabulate import tabulate
 
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
-from pcapsmtp.render.common import ending_text, linktype_name, mark, utc, verdict_tally
+from pcapsmtp.render.common import (
+    around_id,
+    ending_text,
+    linktype_name,
+    mark,
+    utc,
+    verdict_tally,
+)
 from pcapsmtp.render.common import verdict_code as _code
 from pcapsmtp.store import parallel_map, plain_stubs, rendered, stubs_of
 from pcapsmtp.timeline import Event, Session, endpoint
@@ -151,11 +157,7 @@ def _block_lines(session: Session, timeline: bool) -> list[str]:
 def block_parts(session: Session, timeline: bool = True) -> tuple[str, str]:
     """The session's block, its lines joined, split around the id in its title: see
     analyze's render= (lines() yields the joined block as one line: same output)."""
-    text = "\n".join(session_block(session, timeline))
-    head = f"Session {session.id}"
-    if not text.startswith(head):
-        raise ValueError(f"session block does not begin with its id: {text[:40]!r}")
-    return "Session ", text[len(head):]
+    return around_id("\n".join(session_block(session, timeline)), "Session ", session.id)
 
 
 def on_add(timelines: bool = True) -> tuple[str, Callable[[Session], tuple[str, str]]]:
@@ -185,8 +187,8 @@ def session_block(session: Session, timeline: bool = True) -> Iterator[str]:
 
 
 def timeline_rows(session: Session) -> list[str]:
-    """The timeline table's lines.  event_rows and _reply_continuations inline (one list,
-    no generator per event): text blocks of the 100k benchmark 110 -> 91 us a session."""
+    """The timeline table's lines, built in one list (no generator per event): text
+    blocks of the 100k benchmark 110 -> 91 us a session."""
     rows = ["      +time  dir   frame  event"]
     append = rows.append
     first = prev = session.first_time
@@ -225,20 +227,6 @@ def _grouped(events: Iterable[Event]) -> Iterator[tuple[Event, int, Event]]:
         yield run[0], len(run), run[-1]
 
 
-def event_rows(session: Session, event: Event, count: int, last: Event) -> Iterator[str]:
-    rel = event.time - session.first_time
-    frame = str(event.frame)
-    text = event.text
-    if count > 1:
-        text = f"{count} retransmissions, frames {event.frame}-{last.frame}"
-    lead = f"{rel:11.3f}  {mark(event.direction, event.tls):3} {frame:>7}  "
-    extra = _reply_continuations(event)
-    yield _clip(lead + text)
-    pad = " " * len(lead)
-    for line in extra:
-        yield _clip(pad + line)
-
-
 def _reply_continuations(event: Event) -> list[str]:
     if event.kind != "smtp-reply":
         return []
@@ -264,47 +252,7 @@ def _wrap(text: str, first: str, rest: str) -> list[str]:
     # printable text has no tab or line break to rewrite, and a first line keeps its
     # leading spaces, only trailing ones go.  Text blocks of the 100k benchmark:
     # 147 -> 112 us a session (CPU, in-process).
-    if text.isprintable():
-        if len(first) + len(text) <= WIDTH and text[-1:] not in ("", " "):
-            return [first + text]
-        return _wrap_spaces(text, first, rest)
+    if text.isprintable() and len(first) + len(text) <= WIDTH and text[-1:] not in ("", " "):
+        return [first + text]
     return textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=rest,
                          break_long_words=True, break_on_hyphens=False) or [first.rstrip()]
-
-
-def _wrap_spaces(text: str, first: str, rest: str) -> list[str]:
-    """textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=rest,
-    break_long_words=True, break_on_hyphens=False) for printable text, whose only
-    whitespace is ' ' (so textwrap's whitespace munging changes nothing): the same
-    greedy algorithm (TextWrapper._wrap_chunks) over the same chunks, without its
-    generality.  Fuzzed against textwrap (tests/test_text_wrap.py).  Text blocks of
-    the 100k benchmark: 97 -> 80 us a session (2.3 wrapped paragraphs each).
-    """
-    chunks = [c for c in _SPACES.split(text) if c]
-    chunks.reverse()
-    lines: list[str] = []
-    while chunks:
-        indent = rest if lines else first
-        width = WIDTH - len(indent)
-        if lines and chunks[-1].strip() == "":
-            del chunks[-1]  # a line other than the first drops its leading spaces
-        line: list[str] = []
-        size = 0
-        while chunks and size + len(chunks[-1]) <= width:
-            size += len(chunks[-1])
-            line.append(chunks.pop())
-        if chunks and len(chunks[-1]) > width:  # a word longer than a line: cut it
-            space_left = 1 if width < 1 else width - size
-            word = chunks[-1]
-            line.append(word[:space_left])
-            size += space_left
-            chunks[-1] = word[space_left:]
-        if line and line[-1].strip() == "":
-            size -= len(line[-1])
-            del line[-1]
-        if line:
-            lines.append(indent + "".join(line))
-    return lines or [first.rstrip()]
-
-
-_SPACES = re.compile(r"( +)")

@@ -220,14 +220,7 @@ def run_rules(session: Session, rules: Iterable[SessionRule] | None = None,
         if wanted is not None and wanted.isdisjoint(present):
             continue  # nothing it could find here (see needs)
         try:
-            found = fn(session)
-            # _as_list inline: most rules find nothing (a call saved per rule and session)
-            if found is None:
-                continue
-            if isinstance(found, Finding):
-                findings.append(found)
-            else:
-                findings.extend(found)
+            findings.extend(_as_list(fn(session)))
         except Exception as exc:  # noqa: BLE001 - one broken rule must not sink the report
             if strict:
                 raise

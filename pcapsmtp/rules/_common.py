@@ -144,13 +144,18 @@ def gaps(session: Session, direction: str | None = None) -> list[Event]:
 
 
 def message_replies(session: Session) -> list[Event]:
-    """The final reply to each message (after DATA's '.', or a BDAT ... LAST chunk).
+    """The final reply to each message (after DATA's '.', or a BDAT ... LAST chunk)."""
+    return [reply for _, reply in message_pairs(session)]
+
+
+def message_pairs(session: Session) -> list[tuple[Event | None, Event]]:
+    """(the body or last chunk, or None when it was not seen; its final reply), in order.
 
     Pairs bodies with replies in order, because pipelining lets the next MAIL
     travel before the reply to the previous message arrives.
     """
     pending: list[Event] = []  # bodies/chunks awaiting their reply, oldest first
-    out: list[Event] = []
+    out: list[tuple[Event | None, Event]] = []
     for e in session.events:
         if e.kind == "smtp-body":
             if e.fields.get("chunk") or e.fields.get("complete", True):
@@ -158,13 +163,11 @@ def message_replies(session: Session) -> list[Event]:
         elif e.kind == "smtp-reply":
             a = answers(e)
             if a in END_OF_DATA or (a == "DATA" and reply_code(e) != 354 and pending):
-                if pending:
-                    pending.pop(0)
-                out.append(e)
+                out.append((pending.pop(0) if pending else None, e))
             elif a == "BDAT" and pending:
                 chunk = pending.pop(0)
                 if chunk.fields.get("last") or reply_class(e) in (4, 5):
-                    out.append(e)
+                    out.append((chunk, e))
     return out
 
 

@@ -13,13 +13,12 @@ from typing import Any
 from dissectors.tls import version_name
 from pcapsmtp.rules import Finding, needs, rule
 from pcapsmtp.rules._common import (
-    END_OF_DATA,
-    answers,
     ev,
     f,
     flags,
     fmt_s,
     greeting,
+    message_pairs,
     reply_class,
     where,
     who,
@@ -188,12 +187,11 @@ def bare_lf_end_of_data(session: Session) -> list[Finding]:
     capture shows the bytes and the server's answer, not the intent.
     """
     out: list[Finding] = []
-    events = session.events
-    for i, e in enumerate(events):
-        if e.kind != "smtp-body" or not e.fields.get("bare_lf_end"):
+    answered = {id(body): reply for body, reply in message_pairs(session)}
+    for e in session.of_kind("smtp-body"):
+        if not e.fields.get("bare_lf_end"):
             continue
-        reply = next((r for r in events[i + 1:] if r.kind == "smtp-reply"
-                      and r.direction == "S" and answers(r) in END_OF_DATA), None)
+        reply = answered.get(id(e))
         if reply is None:
             taken = "no reply to it is in the capture"
         elif reply_class(reply) == 2:
