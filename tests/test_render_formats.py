@@ -370,3 +370,20 @@ def test_chromium_renders_samples_redacted(sample: Path, tmp_path: Path) -> None
     probe = json.loads(m.group(1))
     assert probe["svgs"] == probe["sections"] == probe["laidOut"] >= 1
     assert probe["resources"] == 0 and probe["overflow"] == 0
+
+
+def test_json_dump_matches_the_stdlib_in_value_and_takes_what_orjson_refuses() -> None:
+    """render.json writes with orjson; a value it refuses (an int over 64 bits) goes
+    through the stdlib instead of failing the report, and both give the same document."""
+    import json
+
+    from pcapsmtp.render.json import _dump
+
+    doc = {"id": 1, "rel": 9.9e-05, "text": "é \\x00 <a@b>", "n": [1, None, True],
+           "big": 2**70}
+    out = _dump(doc)
+    assert json.loads(out) == doc
+    assert str(2**70) in out  # written whole, not refused
+    small = {k: v for k, v in doc.items() if k != "big"}
+    assert json.loads(_dump(small)) == small
+    assert _dump(small).startswith('{"id":1,')  # compact: store.around_id cuts here

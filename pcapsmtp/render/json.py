@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
+
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.jsonable import plain
@@ -61,9 +63,16 @@ ON_ADD = ("json", session_parts)
 
 
 def _dump(value: Any) -> str:
-    # check_circular=False: the value is a tree just built from plain data (to_dict,
-    # session_dict), never a cycle; the check cost 5% of encoding (104 -> 99 us a session)
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), check_circular=False)
+    """orjson: the stdlib's C encoder took 91 us of a benchmark session (12 % of a run),
+    orjson 14 us, for the same document (it writes 9.9e-05 as 0.000099, the same number).
+    What orjson refuses (an integer over 64 bits) takes the stdlib's path."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        # check_circular=False: the value is a tree just built from plain data (to_dict,
+        # session_dict), never a cycle
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                          check_circular=False)
 
 
 def to_dict(result: Analysis, sessions: bool = True) -> dict[str, Any]:
