@@ -92,12 +92,19 @@ class Unparsed:
 
 @dataclass(slots=True)
 class TlsStart:
-    """From ``offset`` on, this direction carries TLS, not SMTP."""
+    """From ``start`` on, this direction carries TLS, not SMTP.
+
+    Start the TLS parser at ``start`` even when ``pending`` is empty, so that it sees
+    a gap in what follows as a gap, not the following bytes as its first record.
+    """
 
     direction: str
     start: int  # == offset of the first TLS byte
     end: int  # == start
     pending: bytes  # bytes already received past ``start`` (to hand to the TLS parser)
+    # Where ``pending`` starts when bytes between ``start`` and it never arrived (a gap
+    # the caller did not report); None: at ``start``.
+    pending_at: int | None = None
 
 
 SmtpEvent = Command | Reply | MessageBody | Credentials | Unparsed | TlsStart
@@ -304,6 +311,11 @@ class SmtpParser:
         if offset != half.next:
             if half.next is None:
                 half.next = offset
+            elif offset > half.next and half.mode == _ARMED:  # TLS starts in a hole
+                half.mode = _TLS
+                half.next = offset + len(data)
+                events.append(TlsStart("C", self._tls_at, self._tls_at, data, offset))
+                return events
             elif offset > half.next:
                 self._gap(half, half.next, offset - half.next, events)
             else:

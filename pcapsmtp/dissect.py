@@ -14,7 +14,7 @@ from collections import deque
 from typing import Any
 
 from dissectors import smtp
-from dissectors.tls import TlsParser
+from dissectors.tls import Desync, TlsParser
 from pcapsmtp.jsonable import escape, plain_fields
 from pcapsmtp.packets import SYN, Segment
 from pcapsmtp.reassembly import Connection, Data, Flag, Gap, Overlap, Retransmission
@@ -223,8 +223,12 @@ class SessionBuilder:
         self._set_mode(d, "tls")
         frame, time = self._where(d, ev.start)
         self._emit(Event(time, frame, d, "smtp-tls-start", "(TLS from here on)"))
+        # Even with nothing pending: the TLS parser must know where this direction's TLS
+        # starts, or bytes that come after a gap would be read as its first record.
+        self._dissector_events(d, self.tls.receive(d, b"", ev.start))
         if ev.pending:
-            self._dissector_events(d, self.tls.receive(d, ev.pending, ev.start))
+            at = ev.start if ev.pending_at is None else ev.pending_at
+            self._dissector_events(d, self.tls.receive(d, ev.pending, at))
 
     def _where(self, direction: str, offset: int) -> tuple[int, float]:
         prov = self.prov[direction]
@@ -241,11 +245,15 @@ class SessionBuilder:
         d = ev.direction
         start = ev.start
         stop = ev.end
+        etype = type(ev)
         prov = self.prov[d]
         starts = prov.starts
         frames = prov.frames
-        last = bisect_right(starts, stop - 1 if stop - 1 > start else start) - 1
-        first = bisect_right(starts, start) - 1 if stop - 1 > start else last
+        if etype is _DESYNC and ev.missing:  # no frame carried these bytes: place it
+            last = first = bisect_right(starts, stop) - 1  # where the stream resumed
+        else:
+            last = bisect_right(starts, stop - 1 if stop - 1 > start else start) - 1
+            first = bisect_right(starts, start) - 1 if stop - 1 > start else last
         if frames:
             i = last if last >= 0 else 0
             frame, time = frames[i], prov.times[i]
@@ -253,7 +261,6 @@ class SessionBuilder:
         else:
             frame, time = self.session.last_frame, self.last_time
             first_frame = frame
-        etype = type(ev)
         describe_as = _DESCRIBE.get(etype)
         if describe_as is None:
             kind, text, fields = describe(ev)
@@ -333,6 +340,7 @@ def _describe_unparsed(ev: smtp.Unparsed) -> tuple[str, str, dict[str, Any]]:
 
 
 _COMMAND, _REPLY, _UNPARSED = smtp.Command, smtp.Reply, smtp.Unparsed
+_DESYNC = Desync
 # The SMTP events by exact type; anything else (TLS events) goes by its ``kind`` or its
 # class name and ``plain_fields``.
 _DESCRIBE = {

@@ -211,3 +211,51 @@ def test_bytes_sent_but_never_seen_show_in_the_senders_sequence_numbers(tmp_path
     assert gap.direction == "C" and gap.fields["reason"] == "sent-unseen"
     assert gap.fields["length"] == len(b"MAIL FROM:<x@y>\r\n")
     assert gap.frame == len(pkts)
+
+
+def _starttls_with_lost_hello(tmp_path: Path, seen_tail: bool) -> tuple[Session, list]:
+    """STARTTLS accepted; the client's first TLS segment (the ClientHello's first 100
+    bytes) never reaches the capture; ``seen_tail``: the rest of it does.  The server
+    answers with a handshake_failure alert and closes."""
+    from tests.tls_fixtures import client_hello_record, sni_ext
+
+    hello = client_hello_record(list(range(0xC000, 0xC040)), [sni_ext("mx.example")])
+    conv = Conversation()
+    conv.handshake()
+    conv.server_sends(b"220 mx ESMTP\r\n")
+    conv.client_sends(b"EHLO a\r\n")
+    conv.server_sends(b"250-mx\r\n250 STARTTLS\r\n")
+    conv.client_sends(b"STARTTLS\r\n")
+    conv.server_sends(b"220 2.0.0 Ready to start TLS\r\n")
+    (lost,) = conv.client_sends(hello[:100])
+    if seen_tail:
+        conv.client_sends(hello[100:])
+    conv.server_ack()  # acknowledges what it got: proves the bytes the capture lacks
+    conv.server_sends(b"\x15\x03\x03\x00\x02\x02\x28")  # fatal handshake_failure
+    conv.close(client_first=False)
+    pkts = [p for p in conv.packets if p is not lost]
+    return only_session(conv.write(tmp_path / "x.pcap", pkts)), pkts
+
+
+def test_tls_after_a_lost_first_segment_is_a_hole_not_a_record(tmp_path: Path) -> None:
+    """The TLS parser starts where TLS starts (the end of STARTTLS), so bytes seen after
+    a lost segment are the middle of a record: a desync at the frame that carried them,
+    not "not TLS" -- which had the diagnosis say the client sent plaintext."""
+    s, pkts = _starttls_with_lost_hello(tmp_path, seen_tail=True)
+    tail_frame = 1 + pkts.index(next(p for p in pkts if bytes(p["TCP"].payload)[:1] == b"\xc0"))
+    assert not kinds(s, "tls-not-tls")
+    (desync,) = kinds(s, "tls-desync")
+    assert (desync.direction, desync.fields["missing"], desync.frame) == ("C", 100, tail_frame)
+    assert s.verdict.code == "tls-handshake-alert"
+    assert "100 client bytes the capture does not hold" in s.verdict.summary
+    assert "starttls-not-followed" not in {n.code for n in s.notes}
+
+
+def test_a_lost_client_hello_is_not_called_a_silent_client(tmp_path: Path) -> None:
+    """The server ACKed bytes the capture never saw: 'the client sent nothing' would be
+    false; the capture-incomplete note names the missing bytes instead."""
+    s, _ = _starttls_with_lost_hello(tmp_path, seen_tail=False)
+    codes = {n.code for n in s.notes} | {s.verdict.code}
+    assert "starttls-not-followed" not in codes and "capture-incomplete" in codes
+    (gap,) = kinds(s, "tcp-gap")
+    assert (gap.direction, gap.fields["length"]) == ("C", 100)

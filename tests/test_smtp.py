@@ -404,6 +404,20 @@ def test_starttls_client_bytes_before_220_are_pending():
     assert p.close("C") == [] and p.gap("S", 54, 10) == []
 
 
+def test_client_tls_after_an_unreported_hole_is_handed_over_with_its_offset():
+    """After the 220 the client's first TLS segment never arrived and the caller did
+    not call gap(): the next bytes still go to TLS, with the offset they sit at, so the
+    TLS parser sees the hole instead of reading them as a first record."""
+    p = SmtpParser()
+    p.receive("S", GREETING, 0)
+    p.receive("C", b"STARTTLS\r\n", 0)
+    assert [t.direction for t in of(p.receive("S", b"220 go\r\n", 34), TlsStart)] == ["S"]
+    ev = p.receive("C", b"second half of a ClientHello", 10 + 100)
+    assert [(t.start, t.pending, t.pending_at) for t in of(ev, TlsStart)] == [
+        (10, b"second half of a ClientHello", 110)]
+    assert p.receive("C", b"more", 110 + 28) == []  # TLS's now, not SMTP's
+
+
 @pytest.mark.parametrize("pieces", [None, bytewise])
 def test_plaintext_pipelined_behind_starttls_is_shown_and_tls_starts_after_it(pieces):
     """The CVE-2011-0411 probe: "STARTTLS\r\nRSET\r\n" in one write, then (even before

@@ -21,7 +21,7 @@ from pcapsmtp.rules._common import (
     where,
     who,
 )
-from pcapsmtp.timeline import Session
+from pcapsmtp.timeline import Event, Session
 
 
 @rule
@@ -62,6 +62,19 @@ def _advertised(session: Session) -> bool:
     return any("STARTTLS" in (r.fields.get("capabilities") or []) for r in replies(session))
 
 
+def _client_bytes_missing(session: Session, after: tuple[float, int],
+                          instead: Event | None) -> bool:
+    """Client bytes the capture lost after ``after`` (and before ``instead``): 'no
+    ClientHello came' would be a guess."""
+    for e in session.events:
+        if instead is not None and (e.time, e.frame) >= (instead.time, instead.frame):
+            return False
+        if (e.time, e.frame) > after and e.direction == "C" and (
+                e.kind == "tcp-gap" or (e.kind == "tls-desync" and f(e, "missing", default=0))):
+            return True
+    return False
+
+
 @rule
 @needs("smtp-reply")
 def starttls_not_followed(session: Session) -> Finding | None:
@@ -81,6 +94,8 @@ def starttls_not_followed(session: Session) -> Finding | None:
         return None
     instead = [e for e in session.events if (e.time, e.frame) > t and e.direction == "C"
                and e.kind in ("tls-not-tls", "smtp-command", "smtp-unparsed", "tls-malformed")]
+    if _client_bytes_missing(session, t, instead[0] if instead else None):
+        return None  # the ClientHello may be in them; capture-incomplete says so
     c = first_close(session)
     evidence = [ev(r, "server accepted STARTTLS")]
     if instead:

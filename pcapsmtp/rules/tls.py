@@ -159,6 +159,15 @@ def deciding_alert(session: Session) -> Event | None:
     return alerts[0]
 
 
+def _answered(e: Event) -> str:
+    """The other side's TLS event an alert came after, as a phrase."""
+    if e.kind == "tls-desync" and f(e, "missing", default=0):
+        return f"{f(e, 'missing')} {who(e.direction)} bytes the capture does not hold"
+    if e.kind == "tls-not-tls":
+        return f"the {who(e.direction)}'s bytes that are not TLS"
+    return f"the {who(e.direction)}'s {e.text.split('  ')[0]}"
+
+
 @rule
 @needs("tls-alert")
 def handshake_alert(session: Session) -> Finding | None:
@@ -185,8 +194,8 @@ def handshake_alert(session: Session) -> Finding | None:
         evidence.append(ev(c))
     prev = [e for e in session.events if e.kind.startswith("tls-") and e is not a
             and (e.time, e.frame) <= (a.time, a.frame) and e.direction != a.direction]
-    answering = f" in answer to the {who(prev[-1].direction)}'s {prev[-1].text.split('  ')[0]} " \
-        f"({where(session, prev[-1])})" if prev else ""
+    answering = f" in answer to {_answered(prev[-1])} ({where(session, prev[-1])})" \
+        if prev else ""
     ch = f" The ClientHello offered {offered(session)}." if h is not None else ""
     return Finding(
         code="tls-handshake-alert",
