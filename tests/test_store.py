@@ -59,6 +59,25 @@ def test_filter_and_map_are_lazy_views() -> None:
     assert loads == [1, 3, 5]
 
 
+def test_verdicts_of_a_view_come_from_the_stubs_and_are_only_id_and_code() -> None:
+    """Counting verdicts loads no session; and what it returns cannot carry the stubs'
+    (unredacted) addresses into a report made from a redacting view."""
+    from pcapsmtp.rules import Finding
+    from pcapsmtp.store import verdicts
+
+    st = SessionStore()
+    for sid in range(1, 4):
+        s = session(sid, events=1)
+        s.verdict = Finding(code="ok" if sid != 2 else "smtp-rejected", summary="x")
+        st.add(s)
+    st.add(session(4, events=1))  # no verdict
+    st.seal()
+    st.load = lambda sid: pytest.fail("verdicts() loaded a session")  # type: ignore
+    view = st.filter(lambda s: True).map(lambda s: s)
+    assert verdicts(view) == [(1, "ok"), (2, "smtp-rejected"), (3, "ok"), (4, "-")]
+    assert verdicts(st) == verdicts(view)
+
+
 def test_render_on_add_keeps_renderings_with_the_final_id() -> None:
     def parts(s: Session) -> tuple[str, str]:
         return "<", f">{len(s.events)}"

@@ -6,7 +6,7 @@ import time as _time
 from collections import Counter
 from collections.abc import Sequence
 
-from pcapsmtp.store import stubs_of
+from pcapsmtp.store import verdicts
 from pcapsmtp.timeline import Session
 
 LINKTYPE_NAMES = {
@@ -71,7 +71,7 @@ def verdict_code(session: Session) -> str:
 def verdict_tally(sessions: Sequence[Session]) -> str:
     """'ok 3, smtp-rejected 1', most frequent first; counted on the in-memory stubs, so a
     spooled report does not load every session just to count."""
-    counts = Counter(verdict_code(s) for s in stubs_of(sessions))
+    counts = Counter(code for _, code in verdicts(sessions))
     return ", ".join(f"{code} {n}" for code, n in sorted(counts.items(), key=lambda x: -x[1]))
 
 

@@ -18,7 +18,7 @@ from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.jsonable import plain
 from pcapsmtp.render.common import around_id, ending, linktype_name
-from pcapsmtp.store import parallel_map, rendered, stubs_of
+from pcapsmtp.store import parallel_map, rendered, verdicts
 from pcapsmtp.timeline import Event, Session, endpoint
 
 SCHEMA = "pcapsmtp/1"
@@ -89,8 +89,8 @@ def to_dict(result: Analysis, sessions: bool = True) -> dict[str, Any]:
         "decode": _decode(result),
         "summary": {
             "sessions": len(result.sessions),
-            "verdicts": dict(Counter(s.verdict.code for s in stubs_of(result.sessions)
-                                     if s.verdict is not None)),
+            "verdicts": dict(Counter(code for _, code in verdicts(result.sessions)
+                                     if code != "-")),
         },
         "findings": [_finding(f) for f in result.findings],
         **({"sessions": [session_dict(s) for s in result.sessions]} if sessions else {}),

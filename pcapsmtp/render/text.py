@@ -25,7 +25,7 @@ from pcapsmtp.render.common import (
     verdict_tally,
 )
 from pcapsmtp.render.common import verdict_code as _code
-from pcapsmtp.store import parallel_map, plain_stubs, rendered, stubs_of
+from pcapsmtp.store import parallel_map, plain_stubs, rendered, verdicts
 from pcapsmtp.timeline import Event, Session, endpoint
 
 WIDTH = 100
@@ -104,16 +104,16 @@ ATTENTION_LIST = 30
 
 
 def summary(sessions: Sequence[Session]) -> Iterator[str]:
-    light = stubs_of(sessions)  # verdicts without loading every session from the spool
     if not sessions:
         yield "No SMTP sessions found (ports: see --port, or --any-port to find them by banner)."
         return
     yield from _wrap(f"sessions: {len(sessions)}  ({verdict_tally(sessions)})", "", "  ")
-    attention = [s for s in light if not _code(s).startswith("ok")]
+    # verdicts without loading every session from the spool
+    attention = [(sid, code) for sid, code in verdicts(sessions) if not code.startswith("ok")]
     if attention:
         more = len(attention) - ATTENTION_LIST
         yield from _wrap("needing attention: " + ", ".join(
-            f"#{s.id} {_code(s)}" for s in attention[:ATTENTION_LIST])
+            f"#{sid} {code}" for sid, code in attention[:ATTENTION_LIST])
             + (f", and {more:,} more" if more > 0 else ""), "", "  ")
     yield ""
     yield from session_table(sessions)
