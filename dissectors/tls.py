@@ -736,10 +736,10 @@ def _decode_client_hello(body: bytes, direction: str, start: int, end: int) -> C
             # Type and length read inline, a reader made only for the extensions decoded
             # below (ClientHello decode, fingerprints excluded: 30 -> 20 us).
             if at + 4 > stop or at + 4 + ((data[at + 2] << 8) | data[at + 3]) > stop:
-                exts.pos = at  # runs past the list: the reader raises its usual _Short
+                exts.pos = at  # runs past the list: let the reader say by how much
                 exts.uint(2)
                 exts.sub(2)
-                raise AssertionError("unreachable")
+                raise _Short("extension runs past the list")  # (sub raised already)
             etype = (data[at] << 8) | data[at + 1]
             n = (data[at + 2] << 8) | data[at + 3]
             at += 4 + n
