@@ -196,6 +196,11 @@ def _tls_byte_ok(k: int, b: int) -> bool:
     return b <= 0x04
 
 
+# A client line that ends an AUTH exchange whose last reply we did not see: no SASL
+# response (base64 or "*") holds a space, ":" or "<", and no password starts so.
+_ENVELOPE = re.compile(rb"(?i)(?:MAIL FROM|RCPT TO):")
+
+
 def _mask_auth(argument: str) -> str:
     """Keep the mechanism name, replace any initial response (a secret) by ``****``."""
     mech, sep, _ = argument.partition(" ")
@@ -592,8 +597,10 @@ class SmtpParser:
         events: list,
     ) -> None:  # fmt: skip
         if self._auth and raw != b"*":
-            events.append(Credentials("C", start, end, len(raw) + truncated))
-            return
+            if not _ENVELOPE.match(raw):
+                events.append(Credentials("C", start, end, len(raw) + truncated))
+                return
+            self._auth = False  # the server's answer to AUTH was missed (or pipelined over)
         if _PLAIN.match(raw):  # printable ASCII, nearly every command: decode once
             text = raw.decode("ascii")
             shown_verb, sep, argument = text.partition(" ")

@@ -404,6 +404,24 @@ def test_starttls_client_bytes_before_220_are_pending():
     assert p.close("C") == [] and p.gap("S", 54, 10) == []
 
 
+def test_an_envelope_command_ends_an_auth_exchange_whose_answer_was_missed():
+    """The 235 never reached the capture (or the client pipelined MAIL behind an
+    initial response): 'MAIL FROM:' cannot be a SASL response (space, colon), so the
+    lines from there on are commands again -- before, a whole message was shown as
+    masked AUTH data.  The credential lines before it stay masked."""
+    ev = feed([
+        ("S", GREETING),
+        ("C", b"AUTH LOGIN\r\n"),
+        ("S", b"334 VXNlcm5hbWU6\r\n"),
+        ("C", b"dXNlcg==\r\ncGFzcw==\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d>\r\n"),
+    ])  # fmt: skip
+    assert [c.verb for c in of(ev, Command)] == ["AUTH", "MAIL", "RCPT"]
+    assert [c.length for c in of(ev, Credentials)] == [8, 8]
+    ev = feed([("S", GREETING), ("C", b"AUTH PLAIN dGVzdA==\r\nmail from:<a@b>\r\n")])
+    assert [(c.verb, c.argument) for c in of(ev, Command)] == [
+        ("AUTH", "PLAIN ****"), ("MAIL", "from:<a@b>")]
+
+
 def test_client_tls_after_an_unreported_hole_is_handed_over_with_its_offset():
     """After the 220 the client's first TLS segment never arrived and the caller did
     not call gap(): the next bytes still go to TLS, with the offset they sit at, so the

@@ -177,6 +177,37 @@ def tcp_trouble(session: Session) -> list[Finding]:
 
 
 @rule
+@needs("tcp-overlap")
+def overlap_differs(session: Session) -> list[Finding]:
+    """Resent bytes that differ from the first copy: the capture holds two versions.
+
+    The timeline keeps the first copy, as a receiver does for bytes it already has; a
+    receiver that got the second copy first read something else.  Real stacks resend
+    the same bytes, so a difference means something rewrote them: a middlebox, an
+    IDS-evasion test, a hand-edited capture.
+    """
+    out: list[Finding] = []
+    for d in ("C", "S"):
+        evs = [e for e in session.of_kind("tcp-overlap") if e.direction == d]
+        if not evs:
+            continue
+        e = evs[0]
+        first, second = f(e, "first"), f(e, "second")
+        shown = first if first == second else f"'{first}' -> '{second}'"  # equal: masked
+        out.append(Finding(
+            code="overlap-differs",
+            summary=f"Bytes the {who(d)} resent differ from its first copy "
+            f"{len(evs)} time(s) (first {where(session, e)}: {shown}). The dialogue shown "
+            "keeps the first copy; a receiver that kept the other read something else.",
+            evidence=[ev(x) for x in evs[:3]],
+            cannot_prove="which copy the receiver kept, or what rewrote the bytes",
+            next_step="capture at the receiver too and compare the two "
+            "(`pcapsmtp compare`); look for a middlebox rewriting this traffic",
+            severity="warning"))
+    return out
+
+
+@rule
 @needs("smtp-body")
 def bare_lf_end_of_data(session: Session) -> list[Finding]:
     """A message ended by a "." line with a bare LF, and how the server took it.
