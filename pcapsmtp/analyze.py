@@ -20,7 +20,7 @@ from pcapsmtp import rules
 from pcapsmtp.capture import CaptureInfo, Frame, open_capture
 from pcapsmtp.dissect import SessionBuilder
 from pcapsmtp.flows import FlowTable, Selection
-from pcapsmtp.packets import Decoder, DecodeStats
+from pcapsmtp.packets import Decoder, DecodeStats, TooBig
 from pcapsmtp.store import RenderOnAdd, SessionStore, default_jobs
 from pcapsmtp.timeline import Session
 
@@ -77,10 +77,13 @@ class Pipeline:
         self.now = frame.time
         seg = self.decoder.decode(frame)
         if seg is not None:
-            displaced = self.table.add(seg)
-            if displaced:  # a new connection on a reused 4-tuple (rare)
-                for old in displaced:
-                    self._finish(old, end_of_capture=False)
+            if type(seg) is TooBig:  # an ICMP too-big about a connection (rare)
+                self.table.add_too_big(seg)
+            else:
+                displaced = self.table.add(seg)
+                if displaced:  # a new connection on a reused 4-tuple (rare)
+                    for old in displaced:
+                        self._finish(old, end_of_capture=False)
         if not n % SWEEP_EVERY:
             self.sweep()
 

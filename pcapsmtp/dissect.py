@@ -16,8 +16,7 @@ from typing import Any
 from dissectors import smtp
 from dissectors.tls import Desync, TlsParser
 from pcapsmtp.jsonable import escape, plain_fields
-from pcapsmtp.masking import mask_session
-from pcapsmtp.packets import SYN, Segment
+from pcapsmtp.packets import SYN, Segment, TooBig
 from pcapsmtp.reassembly import Connection, Data, Flag, Gap, Overlap, Retransmission
 from pcapsmtp.timeline import Event, Session
 
@@ -117,6 +116,31 @@ class SessionBuilder:
             for ev in events:
                 stream_event(ev)
 
+    def add_too_big(self, msg: TooBig) -> None:
+        """A router's ICMP too-big about this connection, as an ``icmp-too-big`` event.
+
+        Its direction is toward the host that sent the too-big segment (the ICMP is
+        addressed to it): the rules can then ask whether that host kept retransmitting
+        full-size segments after the message reached the capture point.  Not a packet
+        of the connection (``packets`` counts TCP segments), but within its frames.
+        """
+        s = self.session
+        sender = "C" if (msg.src, msg.sport) == s.client else "S"
+        offset = self.conn.stream_offset(sender, msg.seq)
+        if msg.ip_version == 4:
+            what = "ICMP fragmentation needed"
+            mtu = f"next-hop MTU {msg.mtu}" if msg.mtu else "no next-hop MTU given"
+        else:
+            what, mtu = "ICMPv6 Packet Too Big", f"MTU {msg.mtu}"
+        at = f" (segment at seq offset {offset})" if offset is not None else ""
+        if msg.time >= s.last_time:
+            s.last_time = self.last_time = msg.time
+            s.last_frame = msg.frame
+        self._emit(Event(msg.time, msg.frame, "S" if sender == "C" else "C", "icmp-too-big",
+                         f"{what} from {msg.router}: {mtu}{at}",
+                         fields={"router": msg.router, "mtu": msg.mtu, "offset": offset,
+                                 "ip_version": msg.ip_version}))
+
     def finish(self, end_of_capture: bool) -> Session:
         """Flush everything; the session is complete (or the capture ended)."""
         for ev in self.conn.finish():
@@ -137,7 +161,6 @@ class SessionBuilder:
                 t.time, t.frame, "", "note",
                 f"... {s.events_dropped:,} events not kept (per-session cap) ...",
                 fields={"what": "events-dropped", "count": s.events_dropped}))
-        mask_session(s.events)  # raw client bytes quoted outside the SMTP parser
         return s
 
     # -- stream events -----------------------------------------------------

@@ -13,7 +13,7 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pcapsmtp.packets import ACK, FIN, RST, SYN, Segment
+from pcapsmtp.packets import ACK, FIN, RST, SYN, Segment, TooBig
 
 DEFAULT_PORTS = frozenset({25, 465, 587})
 IMPLICIT_TLS_PORTS = frozenset({465})
@@ -76,8 +76,8 @@ class FlowTable:
     """Routes segments to per-connection handlers made by ``factory``.
 
     ``factory(client, server, first_segment)`` returns an object with
-    ``add(seg)`` and ``closed_at`` (capture time at which the connection
-    closed, or None); the table only decides identity and lifetime.
+    ``add(seg)``, ``add_too_big(msg)`` and ``closed_at`` (capture time at which the
+    connection closed, or None); the table only decides identity and lifetime.
     ``closed_at`` may change from None only while a segment with FIN or RST is
     added, and then never again: ``pop_closed`` takes the connections from a heap
     ordered by it, filled as they close.
@@ -100,6 +100,7 @@ class FlowTable:
         self._order: dict[Key, int] = {}
         self._queued: set[int] = set()  # opening numbers in ``_closed``
         self._opened = 0
+        self.too_big_unmatched = 0  # ICMP too-big messages about no followed connection
 
     def add(self, seg: Segment) -> tuple[object, ...]:
         """Feed one segment; returns the connections it displaced (to be finished).
@@ -123,6 +124,16 @@ class FlowTable:
             return (conn,)
         self._start(None, seg)
         return ()
+
+    def add_too_big(self, msg: TooBig) -> None:
+        """An ICMP too-big goes to the connection its quoted segment belongs to.  One about
+        a connection not followed (another port, not opened yet, finished, or a banner
+        probe still undecided) is only counted: an ICMP message never opens a session."""
+        conn = self._route.get((msg.src, msg.sport, msg.dst, msg.dport))
+        if conn is None:
+            self.too_big_unmatched += 1
+        else:
+            conn.add_too_big(msg)  # type: ignore[attr-defined]
 
     def _start(self, key: Key | None, seg: Segment) -> None:
         """A segment of no followed connection: open one, or probe for a banner."""

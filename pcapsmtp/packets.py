@@ -3,7 +3,8 @@
 INTERFACE:
 
     decoder = Decoder()
-    seg = decoder.decode(frame)   # Segment, or None when not TCP (or a fragment still waiting)
+    seg = decoder.decode(frame)   # Segment; TooBig (an ICMP too-big quoting TCP); or None
+                                  # when neither (or a fragment still waiting)
     decoder.finish()              # end of capture: fragments still waiting count as incomplete
     decoder.stats                 # DecodeStats: counters for what was skipped and why
 
@@ -21,6 +22,14 @@ Every frame lands in exactly one bucket, so that
 
 (a fragment that completes a datagram is counted once as a fragment and once in the
 bucket of the rebuilt datagram; ``reassembled`` removes the double count).
+
+ICMP "fragmentation needed" (IPv4 type 3 code 4) and ICMPv6 "Packet Too Big" (type 2)
+that quote a TCP segment (an IP header and at least its first 8 bytes: ports and
+sequence number) come out as :class:`TooBig`, the evidence of a path MTU problem.  They
+stay in the ``non_tcp`` bucket, where every ICMP message was counted before they were
+decoded (so the invariant and earlier reports' counts hold); ``too_big`` counts those of
+them that were handed on, a part of ``non_tcp`` and not a bucket of its own.  One whose
+quote is cut short (a small snaplen) or quotes no TCP is just ``non_tcp``.
 """
 
 from __future__ import annotations
@@ -50,6 +59,28 @@ class Segment:
     ip_version: int = 4
 
 
+@dataclass(slots=True)
+class TooBig:
+    """A router's ICMP "fragmentation needed" / ICMPv6 "Packet Too Big" about a TCP segment.
+
+    ``src``, ``sport``, ``dst``, ``dport`` and ``seq`` are those of the QUOTED segment:
+    ``src`` is the host that sent the too-big segment (and to which the ICMP is
+    addressed), so the 4-tuple names the connection as its own segments do.  ``mtu`` is
+    the next-hop MTU the router reported (0: an old router that gives none).
+    """
+
+    frame: int
+    time: float
+    router: str  # the ICMP message's source address
+    mtu: int
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    seq: int
+    ip_version: int = 4
+
+
 @dataclass
 class DecodeStats:
     frames: int = 0
@@ -60,6 +91,7 @@ class DecodeStats:
     reassembled: int = 0  # datagrams rebuilt from fragments
     fragments_incomplete: int = 0  # datagrams whose fragments never all arrived
     malformed: int = 0  # headers too short or inconsistent
+    too_big: int = 0  # of non_tcp: ICMP too-big messages quoting TCP, handed on as TooBig
 
 
 class _FrameLike(Protocol):
@@ -76,12 +108,14 @@ _AF_INET = 2
 _AF_INET6 = frozenset((24, 28, 30))
 _IPV6_EXT = frozenset((0, 43, 60, 51, 44))
 _TCP = 6
+_ICMP, _ICMPV6 = 1, 58
 
 _U16 = struct.Struct("!H").unpack_from
 _U32_BE = struct.Struct(">I").unpack_from
 _U32_LE = struct.Struct("<I").unpack_from
 _IPV4 = struct.Struct("!BxHHHxB").unpack_from  # ver/ihl, total, id, flags/frag, proto
 _TCPH = struct.Struct("!HHIIHH").unpack_from  # ports, seq, ack, offset/flags, window
+_TCP8 = struct.Struct("!HHI").unpack_from  # the first 8 bytes of TCP: ports, seq
 # From the IPv4 total length of an Ethernet frame (IHL 5) to the TCP window: total, flags/frag,
 # proto, src, dst, ports, seq, ack, offset/flags, window
 _ETH_IP4_TCP = struct.Struct("!16xHxxHxB2x4s4sHHIIHH").unpack_from
@@ -163,8 +197,9 @@ class Decoder:
 
     # ---- entry point -------------------------------------------------------------
 
-    def decode(self, frame: _FrameLike) -> Segment | None:
-        """One frame in; a Segment if it carried TCP, else None with the reason counted.
+    def decode(self, frame: _FrameLike) -> Segment | TooBig | None:
+        """One frame in; a Segment if it carried TCP, a TooBig if it was an ICMP too-big
+        about a TCP segment, else None with the reason counted.
 
         Untagged Ethernet + IPv4 without options or fragmentation + TCP (nearly every
         frame of a mail server's capture) is decoded here in one struct call and no
@@ -212,7 +247,7 @@ class Decoder:
         self.stats.fragments_incomplete += len(self._pending)
         self._pending.clear()
 
-    def _decode(self, frame: _FrameLike) -> Segment | None:
+    def _decode(self, frame: _FrameLike) -> Segment | TooBig | None:
         data = frame.data
         lt = frame.linktype
         if lt == 1:
@@ -247,7 +282,7 @@ class Decoder:
 
     # ---- IP ------------------------------------------------------------------------
 
-    def _ipv4(self, frame: _FrameLike, data: bytes, off: int) -> Segment | None:
+    def _ipv4(self, frame: _FrameLike, data: bytes, off: int) -> Segment | TooBig | None:
         stats = self.stats
         avail = len(data) - off
         if avail < 20:
@@ -275,11 +310,10 @@ class Decoder:
             payload, promised, proto = got
             return self._l4(frame, proto, payload, 0, len(payload), promised, src, dst, 4)
         if proto != _TCP:
-            stats.non_tcp += 1
-            return None
+            return self._not_tcp(frame, proto, data, off + ihl, end, src, 4)
         return self._tcp(frame, data, off + ihl, end, total - ihl, src, dst, 4)
 
-    def _ipv6(self, frame: _FrameLike, data: bytes, off: int) -> Segment | None:
+    def _ipv6(self, frame: _FrameLike, data: bytes, off: int) -> Segment | TooBig | None:
         stats = self.stats
         avail = len(data) - off
         if avail < 40 or data[off] >> 4 != 6:
@@ -317,7 +351,7 @@ class Decoder:
         return self._ipv6_tail(frame, data, h, end, remaining, nxt, src, dst)
 
     def _ipv6_tail(self, frame: _FrameLike, data: bytes, h: int, end: int, promised: int,
-                   nxt: int, src: bytes, dst: bytes) -> Segment | None:
+                   nxt: int, src: bytes, dst: bytes) -> Segment | TooBig | None:
         """After the fixed header (or reassembly): skip what extensions remain, then TCP."""
         while nxt in _IPV6_EXT and nxt != 44:
             if h + 8 > end:
@@ -333,11 +367,40 @@ class Decoder:
         return self._l4(frame, nxt, data, h, end, promised, src, dst, 6)
 
     def _l4(self, frame: _FrameLike, proto: int, data: bytes, start: int, end: int,
-            promised: int, src: bytes, dst: bytes, version: int) -> Segment | None:
+            promised: int, src: bytes, dst: bytes,
+            version: int) -> Segment | TooBig | None:
         if proto != _TCP:
-            self.stats.non_tcp += 1
-            return None
+            return self._not_tcp(frame, proto, data, start, end, src, version)
         return self._tcp(frame, data, start, end, promised, src, dst, version)
+
+    def _not_tcp(self, frame: _FrameLike, proto: int, data: bytes, i: int, end: int,
+                 router: bytes, version: int) -> TooBig | None:
+        """Counted as non_tcp; an ICMP too-big quoting TCP is also handed on, as a TooBig,
+        to the shard that owns the quoted connection (the rules want it on that
+        connection's timeline, and only that worker builds it)."""
+        self.stats.non_tcp += 1
+        if end - i < 8:
+            return None
+        if version == 4:
+            if proto != _ICMP or data[i] != 3 or data[i + 1] != 4:
+                return None
+            mtu = _U16(data, i + 6)[0]
+            quoted = _quoted_tcp4(data, i + 8, end)
+        else:
+            if proto != _ICMPV6 or data[i] != 2:
+                return None
+            mtu = _U32_BE(data, i + 4)[0]
+            quoted = _quoted_tcp6(data, i + 8, end)
+        if quoted is None:
+            return None
+        src, dst, sport, dport, seq = quoted
+        self.stats.too_big += 1
+        if self.shard is not None and not self._mine(src, dst, sport, dport):
+            return None  # another worker's connection: counted, not handed on
+        names = self._names
+        addr = _addr4 if version == 4 else _addr6
+        return TooBig(frame.number, frame.time, addr(router, names), mtu, addr(src, names),
+                      sport, addr(dst, names), dport, seq, version)
 
     # ---- fragments ---------------------------------------------------------------
 
@@ -412,6 +475,47 @@ class Decoder:
         assert self.shard is not None
         index, count = self.shard
         return (hash(src) ^ hash(dst) ^ sport ^ dport) % count == index
+
+
+# ---- what an ICMP message quotes (module functions: no state) ------------------------
+
+_Quoted = tuple[bytes, bytes, int, int, int]  # raw src, raw dst, sport, dport, seq
+
+
+def _quoted_tcp4(data: bytes, q: int, end: int) -> _Quoted | None:
+    """The IPv4 datagram quoted at data[q:end]: its addresses, ports and sequence number,
+    when it is TCP and the first 8 bytes of its TCP header are there (RFC 792 quotes
+    them; a small snaplen may not have kept them)."""
+    if end - q < 20 or data[q] >> 4 != 4 or data[q + 9] != _TCP:
+        return None
+    t = q + (data[q] & 15) * 4
+    if t < q + 20 or end - t < 8 or _U16(data, q + 6)[0] & 0x1FFF:
+        return None  # bad header length, quote cut short, or a later fragment (no ports)
+    sport, dport, seq = _TCP8(data, t)
+    return data[q + 12:q + 16], data[q + 16:q + 20], sport, dport, seq
+
+
+def _quoted_tcp6(data: bytes, q: int, end: int) -> _Quoted | None:
+    """The same for an IPv6 packet quoted by ICMPv6, past its extension headers."""
+    if end - q < 40 or data[q] >> 4 != 6:
+        return None
+    nxt = data[q + 6]
+    h = q + 40
+    while nxt in _IPV6_EXT:
+        if h + 8 > end:
+            return None
+        if nxt == 44:
+            if _U16(data, h + 2)[0] & 0xFFF8:
+                return None  # a later fragment: no TCP header in it
+            hlen = 8
+        else:
+            hlen = (data[h + 1] + 2) * 4 if nxt == 51 else (data[h + 1] + 1) * 8
+        nxt = data[h]
+        h += hlen
+    if nxt != _TCP or end - h < 8:
+        return None
+    sport, dport, seq = _TCP8(data, h)
+    return data[q + 8:q + 24], data[q + 24:q + 40], sport, dport, seq
 
 
 # ---- link layers (module functions: no state) ----------------------------------------

@@ -412,6 +412,13 @@ class Connection:
             d.refresh()
         return events
 
+    def stream_offset(self, direction: str, seq: int) -> int | None:
+        """Stream offset of sequence number ``seq`` in ``direction`` ("C" or "S"), as the
+        events count it; None while that direction's base is not known.  For what names
+        a segment by its sequence number alone (the one an ICMP message quotes)."""
+        d = self._c if direction == "C" else self._s
+        return d.unwrap(seq) if d.base_known else None
+
     # -- slow path ------------------------------------------------------------------------
 
     def _slow(self, d: _Direction, o: _Direction, seg: Segment, events: list) -> None:

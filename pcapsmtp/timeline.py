@@ -10,6 +10,10 @@ Event kinds (``Event.kind``) and the ``fields`` each carries:
     tcp-gap            {"offset", "length", "reason"}     bytes the capture never saw
     tcp-retransmission {"offset", "length", "original_frame"}
     tcp-overlap        {"offset", "first", "second"}      differing copies (escaped text)
+    icmp-too-big       {"router", "mtu", "offset", "ip_version"}  a router's ICMP "fragmentation
+                       needed" / ICMPv6 "Packet Too Big" about this connection; its direction
+                       is toward the host that sent the too-big segment (the one it is
+                       addressed to), "offset" the quoted segment's stream offset (or null)
     smtp-command       {"verb", "argument", "known", "bare_lf", "eight_bit", "truncated",
                         "segments": [[frame, offset_in_line, length], ...]}  (when >1 segment)
     smtp-reply         {"code", "enhanced", "lines", "answers", "capabilities", "malformed",

@@ -101,8 +101,8 @@ class Conversation:
         return path
 
 
-def simple_session(conv: Conversation | None = None) -> Conversation:
-    """A healthy plaintext session: banner, EHLO, one message, QUIT."""
+def up_to_data(conv: Conversation | None = None) -> Conversation:
+    """Handshake, banner, EHLO, MAIL, RCPT, DATA and its 354: a body goes next."""
     c = conv or Conversation()
     c.handshake()
     c.server_sends(b"220 mx.lab.example ESMTP Postfix\r\n")
@@ -114,6 +114,12 @@ def simple_session(conv: Conversation | None = None) -> Conversation:
     c.server_sends(b"250 2.1.5 Ok\r\n")
     c.client_sends(b"DATA\r\n")
     c.server_sends(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+    return c
+
+
+def simple_session(conv: Conversation | None = None) -> Conversation:
+    """A healthy plaintext session: banner, EHLO, one message, QUIT."""
+    c = up_to_data(conv)
     c.client_sends(b"Subject: t\r\n\r\nhello\r\n.\r\n")
     c.server_sends(b"250 2.0.0 Ok: queued as 1234\r\n")
     c.client_sends(b"QUIT\r\n")

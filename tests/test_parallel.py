@@ -74,6 +74,27 @@ def test_many_sessions_same_with_two_and_three_workers(tmp_path: Path) -> None:
     assert both_reports(path, 3) == one
 
 
+def test_one_and_several_workers_agree_with_icmp(tmp_path: Path) -> None:
+    """An ICMP too-big reaches the worker that builds the connection it quotes."""
+    from scapy.utils import wrpcap
+
+    from tests.test_icmp_too_big import pmtu_conversation
+
+    packets, _, _ = pmtu_conversation(4)
+    more, _, _ = pmtu_conversation(6, ignored=False)
+    for p in more:
+        p.time += 60.0  # after the first conversation, as a capture would have it
+    path = tmp_path / "both.pcap"
+    wrpcap(str(path), packets + more)
+    one = analyze(str(path), jobs=1)
+    for jobs in (2, 3):
+        several = analyze(str(path), jobs=jobs)
+        assert json_report.render(several) == json_report.render(one)
+        assert "\n".join(text_report.lines(several)) == "\n".join(text_report.lines(one))
+    assert [len([e for e in s.events if e.kind == "icmp-too-big"]) for s in one.sessions] \
+        == [1, 1]
+
+
 def test_cli_jobs_from_environment_and_stdin(tmp_path: Path) -> None:
     """PCAPSMTP_JOBS picks the worker count; stdin stays single-process and agrees."""
     path = tmp_path / "many.pcap"

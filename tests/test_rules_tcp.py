@@ -117,6 +117,92 @@ def test_pmtu_from_the_client_side_past_the_servers_421() -> None:
     assert last in frames(s)
 
 
+def ignored_icmp(mtu: int = 1280, to: str = "C", pause_before: float = 0.05,
+                 ip_version: int = 4) -> tuple[Session, int]:
+    """The client's 1448-byte segment, an ICMP too-big to ``to``, retransmissions, the
+    server's 421: (session, frame of the ICMP)."""
+    b = body_sent_after_354().body(size=5948, start=91, end=6042)
+    first = b.last.frame
+    b.wait(pause_before).icmp_too_big(to, mtu=mtu, offset=91, ip_version=ip_version)
+    icmp = b.last.frame
+    for pause in (0.2, 0.4, 0.8):
+        b.wait(pause).retrans("C", 91, 1448, first)
+    b.wait(2).reply(421, "4.4.2 mx.example Error: timeout exceeded", answers="BODY")
+    return b.fin("S").build(open_at_end=True), icmp
+
+
+def test_pmtu_with_the_icmp_seen_blames_the_sender() -> None:
+    """The ICMP reached the capture point and full-size segments were still resent: the
+    client's own firewall (or its PMTU setting), not the path, lost the message."""
+    s, icmp = ignored_icmp()
+    assert verdict(s) == "pmtu-blackhole"
+    summary = s.verdict.summary
+    assert ("ICMP fragmentation needed (next-hop MTU 1280) from 192.0.2.1 reached the capture "
+            f"point (frame {icmp},") in summary
+    assert "the client kept retransmitting full-size segments after it" in summary
+    assert "the client dropped or ignored it" in summary
+    assert "lost or filtered" not in summary  # the path is not blamed
+    assert icmp in frames(s) and frames(s) == sorted(frames(s))
+    step = s.verdict.next_step
+    assert step.startswith("on the client (203.0.113.40): allow ICMP type 3 code 4")
+    assert "ip_no_pmtu_disc" in step and "capture on the server side" not in step
+    assert "firewall" in s.verdict.cannot_prove
+
+
+def test_pmtu_without_icmp_blames_the_path() -> None:
+    """The same session with no ICMP in the capture: the message was lost on the path."""
+    b = body_sent_after_354().body(size=5948, start=91, end=6042)
+    first = b.last.frame
+    for pause in (0.2, 0.4, 0.8):
+        b.wait(pause).retrans("C", 91, 1448, first)
+    b.wait(2).reply(421, "4.4.2 mx.example Error: timeout exceeded", answers="BODY")
+    s = b.fin("S").build(open_at_end=True)
+    assert verdict(s) == "pmtu-blackhole"
+    assert "the ICMP 'fragmentation needed' lost or filtered" in s.verdict.summary
+    assert "reached the capture point" not in s.verdict.summary
+    assert s.verdict.next_step.startswith("test with `ping -M do")
+    assert "a capture on the server side shows the hole" in s.verdict.next_step
+
+
+@pytest.mark.parametrize("why,kw", [
+    ("addressed to the server, not the sender", {"to": "S"}),
+    ("an MTU the retransmitted segments fit in", {"mtu": 1500}),
+    ("IPv6 headers: 1448 + 60 bytes fit in 1508", {"mtu": 1508, "ip_version": 6}),
+])
+def test_icmp_that_proves_nothing_keeps_the_path_wording(why: str, kw: dict) -> None:
+    s, _ = ignored_icmp(**kw)
+    assert verdict(s) == "pmtu-blackhole", why
+    assert "lost or filtered" in s.verdict.summary, why
+    assert "reached the capture point" not in s.verdict.summary, why
+
+
+def test_icmp_after_the_last_retransmission_is_not_used() -> None:
+    b = body_sent_after_354().body(size=5948, start=91, end=6042)
+    first = b.last.frame
+    for pause in (0.2, 0.4, 0.8):
+        b.wait(pause).retrans("C", 91, 1448, first)
+    b.wait(0.1).icmp_too_big("C", offset=91)
+    b.wait(2).reply(421, "4.4.2 mx.example Error: timeout exceeded", answers="BODY")
+    s = b.fin("S").build(open_at_end=True)
+    assert verdict(s) == "pmtu-blackhole"
+    assert "lost or filtered" in s.verdict.summary
+
+
+def test_icmpv6_packet_too_big_is_named_so() -> None:
+    s, _ = ignored_icmp(ip_version=6)
+    assert verdict(s) == "pmtu-blackhole"
+    assert "ICMPv6 Packet Too Big (MTU 1280) from 192.0.2.1" in s.verdict.summary
+
+
+def test_icmp_event_is_no_server_word() -> None:
+    """Toward the client it points like a server event, but the server sent nothing: a
+    session that heard only the router is still unanswered; one that worked stays ok."""
+    b = SessionBuilder().syn().icmp_too_big("C").wait(1).syn(repeat=True)
+    assert verdict(b.build()) == "tcp-no-answer"
+    s = healthy().icmp_too_big("C").fin("C").build()
+    assert verdict(s) == "ok"
+
+
 def test_full_size_retransmission_then_answered_is_not_pmtu() -> None:
     b = body_sent_after_354().body(size=5948)
     first = b.last.frame

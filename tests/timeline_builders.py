@@ -91,6 +91,14 @@ class SessionBuilder:
         return self.add(direction, "tcp-retransmission", f"retransmission {length} bytes",
                         offset=offset, length=length, original_frame=original_frame)
 
+    def icmp_too_big(self, to: str, mtu: int = 1280, router: str = "192.0.2.1",
+                     offset: int | None = None, ip_version: int = 4) -> SessionBuilder:
+        """A router's ICMP too-big addressed to side ``to`` (the sender of the big segment):
+        the event's direction points toward it, as the timeline builder makes it."""
+        return self.add(other_dir(to), "icmp-too-big",
+                        f"ICMP fragmentation needed from {router}: next-hop MTU {mtu}",
+                        router=router, mtu=mtu, offset=offset, ip_version=ip_version)
+
     # -- SMTP ----------------------------------------------------------------------------
     def banner(self, code: int = 220, text: str = "mx.example ESMTP") -> SessionBuilder:
         return self.reply(code, text, answers="CONNECT")

@@ -132,10 +132,19 @@ def tls_start_time(session: Session) -> float | None:
     return None
 
 
+#: Kinds of events no side of the dialogue sent: a router's ICMP message about the
+#: connection.  Their direction names the side it was addressed to, so a rule that reads
+#: "an event of direction S" as "the server sent something" must leave them out.
+FROM_PATH = frozenset({"icmp-too-big"})
+#: Kind prefixes of the events that carry no application bytes (``kind.startswith``).
+NOT_DATA = ("tcp-", "icmp-")
+
+
 def data_events(session: Session, direction: str) -> list[Event]:
-    """Events that prove ``direction`` sent application bytes (not bare TCP flags)."""
+    """Events that prove ``direction`` sent application bytes (not bare TCP flags, not
+    ICMP from the path)."""
     return [e for e in session.events
-            if e.direction == direction and not e.kind.startswith("tcp-") and e.kind != "note"]
+            if e.direction == direction and not e.kind.startswith(NOT_DATA) and e.kind != "note"]
 
 
 def gaps(session: Session, direction: str | None = None) -> list[Event]:

@@ -9,7 +9,7 @@ prove.
 from __future__ import annotations
 
 from pcapsmtp.rules import Evidence, Finding, rule
-from pcapsmtp.rules._common import ev, f, fmt_s, gaps, where, who
+from pcapsmtp.rules._common import FROM_PATH, NOT_DATA, ev, f, fmt_s, gaps, where, who
 from pcapsmtp.timeline import Session
 
 
@@ -60,13 +60,15 @@ def incomplete(session: Session) -> Finding | None:
     c_any = s_any = False
     for e in session.events:
         d = e.direction
+        if e.kind in FROM_PATH:
+            continue  # a router's ICMP is no packet of either side
         if d == "C":
             c_any = True
         elif d == "S":
             s_any = True
         else:
             continue
-        if not e.kind.startswith("tcp-") and e.kind != "note":
+        if not e.kind.startswith(NOT_DATA) and e.kind != "note":
             if d == "C":
                 if c_first is None:
                     c_first = e

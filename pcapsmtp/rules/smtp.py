@@ -12,6 +12,7 @@ from pcapsmtp.rules import Finding, needs, rule
 from pcapsmtp.rules._common import (
     END_OF_DATA,
     HOUSEKEEPING,
+    NOT_DATA,
     TIMEOUT_MIN_SECONDS,
     accepted_messages,
     answers,
@@ -237,7 +238,7 @@ def silence_timeout(session: Session) -> Finding | None:
     for e in session.events:
         t = e.time
         if (t < t_close or (t == t_close and e.frame < f_close)) \
-                and not e.kind.startswith("tcp-") and e.kind != "note":
+                and not e.kind.startswith(NOT_DATA) and e.kind != "note":
             last, prev = e, last
     if last is None:
         return None

@@ -7,6 +7,8 @@ from collections import defaultdict
 
 from pcapsmtp.rules import Finding, needs, rule
 from pcapsmtp.rules._common import (
+    FROM_PATH,
+    NOT_DATA,
     TIMEOUT_MIN_SECONDS,
     closes,
     data_events,
@@ -43,7 +45,7 @@ def no_answer(session: Session) -> Finding | None:
     syns = flags(session, "tcp-syn", "C")
     if not syns or _established(session) or data_events(session, "C"):
         return None
-    if any(e.direction == "S" for e in session.events):
+    if any(e.direction == "S" and e.kind not in FROM_PATH for e in session.events):
         return None
     span = syns[-1].time - syns[0].time
     listed = ", ".join(str(s.frame) for s in syns[:6]) + (", ..." if len(syns) > 6 else "")
@@ -88,7 +90,7 @@ def refused(session: Session) -> Finding | None:
 def _stage(session: Session, before: Event) -> str:
     """Where the dialogue stood when ``before`` (the close) happened."""
     words = [e for e in session.events if (e.time, e.frame) < (before.time, before.frame)
-             and not e.kind.startswith("tcp-") and e.kind != "note"]
+             and not e.kind.startswith(NOT_DATA) and e.kind != "note"]
     if not words:
         return "before any SMTP was exchanged"
     last = words[-1]
@@ -207,6 +209,63 @@ _PMTU_WHY = ("a path MTU black hole (large packets dropped, the ICMP 'fragmentat
              "lost or filtered)")
 
 
+#: Bytes of IP and TCP header (without options) around a payload, by IP version: a segment
+#: of ``length`` payload bytes is at least ``length + _HEADERS[version]`` bytes on the wire.
+_HEADERS = {4: 40, 6: 60}
+
+
+def _ignored_icmp(session: Session, sender: str, rts: list[Event]) -> Event | None:
+    """The first ICMP too-big addressed to ``sender`` (its event points toward it) that
+    reached the capture point before one of the sender's retransmissions that the MTU it
+    reports cannot carry: as far as the capture can tell, the sender was told and went on
+    regardless.  An MTU of 0 (an old router that names none) only says "smaller"."""
+    toward = "S" if sender == "C" else "C"
+    for m in session.of_kind("icmp-too-big"):
+        if m.direction != toward:
+            continue
+        mtu = int(m.fields.get("mtu") or 0)
+        head = _HEADERS.get(m.fields.get("ip_version"), 40)
+        if any((m.time, m.frame) < (r.time, r.frame)
+               and (not mtu or int(r.fields.get("length") or 0) + head > mtu) for r in rts):
+            return m
+    return None
+
+
+def _icmp_name(m: Event) -> str:
+    """'ICMP fragmentation needed (next-hop MTU 1280)', 'ICMPv6 Packet Too Big (MTU 1280)'."""
+    mtu = int(m.fields.get("mtu") or 0)
+    if m.fields.get("ip_version") == 6:
+        return f"ICMPv6 Packet Too Big (MTU {mtu})"
+    return "ICMP fragmentation needed (" + (f"next-hop MTU {mtu})" if mtu
+                                            else "no next-hop MTU given)")
+
+
+def _sender_words(session: Session, d: str, peer: str,
+                  icmp: Event | None) -> tuple[str, str, str]:
+    """(why, cannot_prove, next_step) of a black hole seen at the sender: the ICMP lost on
+    the path when the capture holds none; else the sender's own fault, with the advice
+    for its admin."""
+    if icmp is None:
+        return (f"{_PMTU_WHY}.",
+                "where on the path the large packets die, and whether ICMP was sent: a "
+                "capture at one point cannot see it",
+                _PMTU_STEP + f"; a capture on the {who(peer)} side shows the hole")
+    host = session.client[0] if d == "C" else session.server[0]
+    why = (f"{_icmp_name(icmp)} from {icmp.fields.get('router')} reached the capture point "
+           f"({where(session, icmp)}), yet the {who(d)} kept retransmitting full-size "
+           f"segments after it: the {who(d)} dropped or ignored it (a firewall dropping "
+           "ICMP, or path MTU discovery off).")
+    cannot = (f"whether the ICMP got past the {who(d)}'s own firewall: tcpdump on a host "
+              "sees packets before its firewall does, so a firewall dropping ICMP and path "
+              "MTU discovery turned off look alike; a capture elsewhere on the path cannot "
+              f"rule out a loss between it and the {who(d)}")
+    step = (f"on the {who(d)} ({host}): allow ICMP type 3 code 4 (ICMPv6 type 2) in its "
+            "firewall (`nft list ruleset`, `iptables -S`); check that path MTU discovery is "
+            "on (`sysctl net.ipv4.ip_no_pmtu_disc` should be 0); or clamp the MSS to the "
+            "path MTU (`iptables ... -j TCPMSS --clamp-mss-to-pmtu`)")
+    return why, cannot, step
+
+
 # Linux's minimum retransmission timeout is 200 ms: "retransmissions" closer together than
 # this are duplicated or edited packets, not a sender waiting for an acknowledgement.
 MIN_RETRY_SPAN = 0.2
@@ -218,7 +277,9 @@ def _pmtu_from_sender(session: Session) -> Finding | None:
     Either one full-size segment retransmitted at least twice, or several
     different full-size segments retransmitted.  A peer packet counts as an
     acknowledgement unless the sender still retransmitted after it, or it is
-    the peer giving up (421 / timeout reply, close).
+    the peer giving up (421 / timeout reply, close).  An ICMP too-big addressed to
+    the sender before such retransmissions moves the blame from the path to the
+    sender (see ``_ignored_icmp``).
     """
     by_dir: dict[str, dict[int, list[Event]]] = defaultdict(lambda: defaultdict(list))
     for e in session.of_kind("tcp-retransmission"):
@@ -267,15 +328,20 @@ def _pmtu_from_sender(session: Session) -> Finding | None:
             before = (f", while the smaller segments before were answered (last: "
                       f"{short(earlier[-1].text.splitlines()[0])!r}, "
                       f"{where(session, earlier[-1])})")
+        icmp = _ignored_icmp(session, d, rts)
+        if icmp is not None:
+            evidence.append(ev(icmp, f"{_icmp_name(icmp)} from {icmp.fields.get('router')} "
+                                     f"to the {who(d)}"))
+            evidence.sort(key=lambda x: (x.time or 0.0, x.frame or 0))
+        why, cannot, step = _sender_words(session, d, peer, icmp)
         return Finding(
             code="pmtu-blackhole",
             summary=f"The {who(d)} sent {what} over {fmt_s(last.time - t0.time)} "
             f"(last {where(session, last)}) without an acknowledgement{before}: "
-            f"{_PMTU_WHY}.{_peer_gave_up(session, peer, t0)}",
+            f"{why}{_peer_gave_up(session, peer, t0)}",
             evidence=evidence,
-            cannot_prove="where on the path the large packets die, and whether ICMP was sent: "
-            "a capture at one point cannot see it",
-            next_step=_PMTU_STEP + f"; a capture on the {who(peer)} side shows the hole",
+            cannot_prove=cannot,
+            next_step=step,
             verdict=True,
             severity="error",
         )
@@ -302,7 +368,7 @@ def _pmtu_from_receiver(session: Session) -> Finding | None:
         after_peer = [e for e in session.events if e.direction == peer
                       and (e.time, e.frame) > (g.time, g.frame)
                       and e.kind not in ("tcp-retransmission", "tcp-gap", "note")
-                      and e.kind not in ("tcp-syn", "tcp-syn-ack")]
+                      and e.kind not in ("tcp-syn", "tcp-syn-ack") and e.kind not in FROM_PATH]
         if not after_peer:
             continue
         first = after_peer[0]
@@ -338,14 +404,15 @@ def _pmtu_from_receiver(session: Session) -> Finding | None:
 
 
 @rule
-@needs("tcp-retransmission", "tcp-gap")
+@needs("tcp-retransmission", "tcp-gap", "icmp-too-big")
 def pmtu_blackhole(session: Session) -> Finding | None:
     """``pmtu-blackhole``: full-size segments lost again and again while small ones pass.
 
     From the sender's side: the same large segment retransmitted without an
-    acknowledgement.  From the receiver's side: a hole of full-size segments
-    that is never filled while later, smaller bytes arrive, and the receiver
-    times out.  The session then timed out or was reset.
+    acknowledgement; when an ICMP too-big addressed to the sender is in the capture
+    before those retransmissions, the sender ignored or dropped it.  From the
+    receiver's side: a hole of full-size segments that is never filled while later,
+    smaller bytes arrive, and the receiver times out.  The session then timed out or was reset.
     """
     return _pmtu_from_sender(session) or _pmtu_from_receiver(session)
 
@@ -362,7 +429,7 @@ def no_greeting(session: Session) -> Finding | None:
     c = first_close(session)
     if not sa or c is None or c.direction != "C" or session.implicit_tls:
         return None
-    if any(not e.kind.startswith("tcp-") and e.kind != "note" for e in session.events
+    if any(not e.kind.startswith(NOT_DATA) and e.kind != "note" for e in session.events
            if (e.time, e.frame) < (c.time, c.frame)):
         return None
     wait = c.time - sa[0].time
