@@ -16,6 +16,7 @@ from typing import Any
 from dissectors import smtp
 from dissectors.tls import Desync, TlsParser
 from pcapsmtp.jsonable import escape, plain_fields
+from pcapsmtp.masking import mask_session
 from pcapsmtp.packets import SYN, Segment, TooBig
 from pcapsmtp.reassembly import Connection, Data, Flag, Gap, Overlap, Retransmission
 from pcapsmtp.timeline import Event, Session
@@ -161,6 +162,7 @@ class SessionBuilder:
                 t.time, t.frame, "", "note",
                 f"... {s.events_dropped:,} events not kept (per-session cap) ...",
                 fields={"what": "events-dropped", "count": s.events_dropped}))
+        mask_session(s.events)  # raw client bytes quoted outside the SMTP parser
         return s
 
     # -- stream events -----------------------------------------------------
