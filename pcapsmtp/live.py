@@ -85,6 +85,10 @@ class LiveError(Exception):
 # Non-first IPv4 fragments of TCP, and every IPv6 packet whose first extension header
 # is a fragment header (next header 44).
 FRAGMENTS = "(ip proto 6 and ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44)"
+# ICMP "fragmentation needed" (type 3 code 4) and ICMPv6 "Packet Too Big" (type 2, right
+# after the fixed header): the proof of a path MTU problem.  They are about a connection
+# but carry its ports only inside the quoted packet, where ``port 25`` does not look.
+TOO_BIG = "(icmp[0] == 3 and icmp[1] == 4) or (icmp6 and ip6[40] == 2)"
 
 
 def build_filter(ports: frozenset[int], any_port: bool = False,
@@ -96,14 +100,16 @@ def build_filter(ports: frozenset[int], any_port: bool = False,
     Fragments are let through whatever their ports: an IPv4 fragment after the first
     carries no TCP header for ``port 25`` to match, and libpcap's ``tcp`` does not look
     past an IPv6 fragment header -- without them the reassembly sees a gap where a
-    middlebox or a small MTU split a segment (rare enough to cost nothing)."""
+    middlebox or a small MTU split a segment (rare enough to cost nothing).  So are ICMP
+    too-big messages, whatever connection they quote (as rare): the rules need them to
+    tell a host that ignores them from a path that drops them."""
     if user_filter is not None and user_filter.strip():
         return user_filter.strip()
     if any_port:
         tcp = "tcp"
     else:
         tcp = "tcp and (" + " or ".join(f"port {p}" for p in sorted(ports)) + ")"
-    base = f"({tcp}) or {FRAGMENTS}"
+    base = f"({tcp}) or {FRAGMENTS} or {TOO_BIG}"
     return f"{base} or (vlan and ({base}))"
 
 

@@ -104,6 +104,39 @@ def test_filter_keeps_the_fragments_that_carry_no_ports(tmp_path: Path) -> None:
     assert not any("198.51.100.80" in line or "198.51.100.53" in line for line in lines)
 
 
+def test_filter_keeps_icmp_too_big(tmp_path: Path) -> None:
+    """tcpdump applies the built filter: ICMP fragmentation-needed and ICMPv6 Packet Too
+    Big pass (their ports are inside the quote), other ICMP does not."""
+    tcpdump = shutil.which("tcpdump") or shutil.which("tcpdump", path="/usr/sbin:/sbin")
+    if tcpdump is None:
+        pytest.skip("tcpdump not installed (scripts/test installs it as root)")
+    from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6PacketTooBig, IPv6
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    quoted4 = bytes(IP(src="192.0.2.10", dst="198.51.100.25") / TCP(sport=40000, dport=25)
+                    / (b"X" * 1448))[:548]
+    quoted6 = bytes(IPv6(src="2001:db8::10", dst="2001:db8::25") / TCP(sport=40001, dport=25)
+                    / (b"Y" * 1428))[:1232]
+    wanted = [IP(src="192.0.2.1", dst="192.0.2.10") / ICMP(type=3, code=4, nexthopmtu=1280)
+              / quoted4,
+              IPv6(src="2001:db8::1", dst="2001:db8::10") / ICMPv6PacketTooBig(mtu=1280)
+              / quoted6]
+    others = [IP(src="192.0.2.1", dst="192.0.2.10") / ICMP(type=8),
+              IP(src="192.0.2.1", dst="192.0.2.10") / ICMP(type=3, code=3) / quoted4,
+              IPv6(src="2001:db8::1", dst="2001:db8::10") / ICMPv6EchoRequest()]
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    wrpcap(str(tmp_path / "in.pcap"), [eth / p for p in [*wanted, *others]])
+    bpf = live.build_filter(frozenset(DEFAULT_PORTS))
+    out = subprocess.run([tcpdump, "-n", "-r", str(tmp_path / "in.pcap"), bpf],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2, out.stdout
+    assert "need to frag (mtu 1280)" in lines[0] and "packet too big" in lines[1], out.stdout
+
+
 def test_user_filter_replaces_the_built_one() -> None:
     assert live.build_filter(frozenset({25}), user_filter="  host 192.0.2.1  ") == \
         "host 192.0.2.1"
