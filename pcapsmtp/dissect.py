@@ -133,7 +133,7 @@ class SessionBuilder:
             mtu = f"next-hop MTU {msg.mtu}" if msg.mtu else "no next-hop MTU given"
         else:
             what, mtu = "ICMPv6 Packet Too Big", f"MTU {msg.mtu}"
-        at = f" (segment at seq offset {offset})" if offset is not None else ""
+        at = f" (offset {offset})" if offset is not None else ""  # fits a 100-column row
         if msg.time >= s.last_time:
             s.last_time = self.last_time = msg.time
             s.last_frame = msg.frame
