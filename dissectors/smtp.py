@@ -534,13 +534,26 @@ class SmtpParser:
         if not half.line_len:
             return
         start, end = half.line_start, half.line_start + half.line_len
-        if half is self._c and self._auth:
-            events.append(Credentials("C", start, end, half.line_len))
-        elif half is self._s and self._reply is not None:
-            self._reply.truncated += half.line_len  # part of the reply: it stays one event
-        else:
-            events.append(Unparsed(half.direction, start, end, "gap-resync", _preview(half.line)))
+        raw = bytes(half.line)
         half.reset_line()
+        if half is self._c and self._auth:
+            events.append(Credentials("C", start, end, end - start))
+        elif half is self._s and _REPLY_LINE.match(raw) and (
+                raw[3:4] == b" " or (raw[3:4] == b"-" and self._reply is None)):
+            # A reply line whose end the gap took (a snaplen cut, a lost segment): its code
+            # and separator still say that a reply starts or ends here.  Shown cut ("...")
+            # so that a cut EHLO keyword is no capability.
+            if self._reply is None:
+                self._reply = _ReplyBuilder(start)
+            self._reply.gap = True
+            self._server_line(raw + b"...", start, end, 0, False, events)
+        elif half is self._s and self._reply is not None:
+            self._reply.truncated += end - start  # part of the reply: it stays one event
+        elif half is self._c and half.mode == _LINES and self._looks_like_command(raw):
+            # A command cut the same way: shown as the partial line it is (no state change)
+            self._client_line(raw, start, end, False, 0, True, events)
+        else:
+            events.append(Unparsed(half.direction, start, end, "gap-resync", _preview(raw)))
 
     def _dispatch_line(
         self, half: _Half, raw: bytes, start: int, end: int, bare_lf: bool, truncated: int,
@@ -835,6 +848,11 @@ class SmtpParser:
         self, raw: bytes, start: int, end: int, truncated: int, partial: bool, events: list
     ) -> None:
         reply = self._reply
+        if reply is not None and reply.gap and reply.code is not None \
+                and raw[:3] != b"%d" % reply.code and _REPLY_LINE.match(raw):
+            # A gap took the end of a reply; a line with another code begins the next one.
+            self._finish_reply(reply.end, False, events)
+            reply = None
         if _PLAIN_REPLY(raw):  # "NNN[ -]text" in printable ASCII: nearly every line
             shown = raw.decode("ascii")
             code = int(shown[:3])

@@ -537,7 +537,7 @@ def test_gap_resync_in_command_mode():
     ])  # fmt: skip
     assert [(type(e).__name__, e.start, e.end) for e in ev] == [
         ("Command", 0, 17),
-        ("Unparsed", 17, 24),  # the partial line before the gap
+        ("Command", 17, 24),  # the partial line before the gap: a command, cut
         ("Unparsed", 34, 38),  # the tail after it, until the next line start
         ("Command", 38, 53),
         ("Reply", 0, 8),
@@ -545,7 +545,39 @@ def test_gap_resync_in_command_mode():
         ("Reply", 16, 24),
     ]
     assert all(e.reason == "gap-resync" for e in of(ev, Unparsed))
-    assert of(ev, Unparsed)[0].preview == "RCPT TO"
+    cut = of(ev, Command)[1]
+    assert (cut.verb, cut.argument, cut.partial) == ("RCPT", "TO", True)
+
+
+def test_a_command_cut_by_a_gap_still_waits_for_its_reply():
+    """The server got the whole line and answers it; the capture lost its end."""
+    ev = feed([("S", GREETING), ("C", b"MAIL FROM:<a@x>\r\nRCPT TO:<som"), ("gap", "C", 9),
+               ("C", b"RCPT TO:<c@y>\r\n"), ("S", b"250 ok\r\n550 no\r\n250 ok\r\n")])
+    assert [(r.code, r.answers) for r in of(ev, Reply)][1:] == [
+        (250, "MAIL"), (550, "RCPT"), (250, "RCPT")]
+    assert [c.partial for c in of(ev, Command)] == [False, True, False]
+
+
+def test_a_reply_line_cut_by_a_gap_still_ends_or_continues_its_reply():
+    """A snaplen of 96 leaves 30 bytes of each segment: the line's code and separator
+    say whether the reply ended there.  Before, the greeting became 'not SMTP' (so the
+    client looked like an early talker) and the EHLO reply swallowed the 220 to
+    STARTTLS (so TLS never started)."""
+    ev = feed([
+        ("S", b"220 mx.lab.example ESMTP Postf"), ("gap", "S", 10),
+        ("C", b"EHLO client.lab.example\r\n"),
+        ("S", b"250-mx.lab.example\r\n250-PIPELI"), ("gap", "S", 135),
+        ("C", b"STARTTLS\r\n"),
+        ("S", b"220 2.0.0 Ready to start TLS\r\n"),
+    ])  # fmt: skip
+    replies = of(ev, Reply)
+    assert [(r.code, r.answers, r.gap) for r in replies] == [
+        (220, "CONNECT", True), (250, "EHLO", True), (220, "STARTTLS", False)]
+    assert replies[0].lines == ["mx.lab.example ESMTP Postf..."]
+    assert replies[1].lines == ["mx.lab.example"]  # the cut "250-PIPELI" is counted, not shown
+    assert replies[1].truncated == len(b"250-PIPELI")
+    assert [t.direction for t in of(ev, TlsStart)] == ["S"]  # the client's follows its bytes
+    assert not of(ev, Unparsed)
 
 
 def test_gap_at_line_start_keeps_next_command():
