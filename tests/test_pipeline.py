@@ -259,3 +259,40 @@ def test_a_lost_client_hello_is_not_called_a_silent_client(tmp_path: Path) -> No
     assert "starttls-not-followed" not in codes and "capture-incomplete" in codes
     (gap,) = kinds(s, "tcp-gap")
     assert (gap.direction, gap.fields["length"]) == ("C", 100)
+
+
+def test_a_starttls_session_cut_by_a_small_snaplen_is_incomplete_not_misread(
+        tmp_path: Path) -> None:
+    """tcpdump -s 96 keeps 42 bytes of TCP payload here: replies and the ClientHello are
+    cut.  The greeting, the EHLO reply and the 220 to STARTTLS are still recognised, so
+    TLS starts where it did, and the verdict says the capture is incomplete -- not that
+    the client sent TLS without STARTTLS, nor that it talked before the greeting."""
+    from tests.craft_pcap import pcap_header, pcap_record
+    from tests.tls_fixtures import client_hello_record, sni_ext
+
+    conv = Conversation()
+    conv.handshake()
+    conv.server_sends(b"220 mx.lab.example ESMTP Postfix (Debian/GNU) ready\r\n")
+    conv.client_sends(b"EHLO client.lab.example\r\n")
+    conv.server_sends(b"250-mx.lab.example\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n"
+                      b"250-STARTTLS\r\n250 8BITMIME\r\n")
+    conv.client_sends(b"STARTTLS\r\n")
+    conv.server_sends(b"220 2.0.0 Ready to start TLS\r\n")
+    conv.client_sends(client_hello_record(list(range(0xC000, 0xC040)),
+                                          [sni_ext("mx.lab.example")]))
+    conv.close(client_first=False)
+    snap = 96
+    records = []
+    for p in conv.packets:
+        raw = bytes(p)
+        sec = int(p.time)
+        records.append(pcap_record(sec, int((p.time - sec) * 1e6), raw[:snap],
+                                   origlen=len(raw)))
+    path = tmp_path / "snap96.pcap"
+    path.write_bytes(pcap_header(snaplen=snap) + b"".join(records))
+    s = only_session(path)
+    replies = kinds(s, "smtp-reply")
+    assert [r.fields["answers"] for r in replies] == ["CONNECT", "EHLO", "STARTTLS"]
+    assert [e.direction for e in kinds(s, "smtp-tls-start")] == ["S", "C"]
+    assert s.verdict.code == "capture-incomplete"
+    assert "pipelining-violation" not in {n.code for n in s.notes}
