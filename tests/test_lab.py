@@ -115,6 +115,7 @@ def check_verdicts(pcap: Path) -> None:
         codes = {n["code"] for n in have["notes"]}
         missing = set(should.get("facts", {}).get("notes", [])) - codes
         assert not missing, f"{pcap.name}: notes {sorted(missing)} missing (got {codes})"
+        check_evidence_kinds(pcap.name, have, should.get("facts", {}).get("evidence_kinds", []))
     for secret in truth.get("secrets", []):
         assert secret not in output, f"{pcap.name}: a secret appears in pcapsmtp's output"
     keylog = truth.get("keylog")
@@ -126,6 +127,15 @@ def check_verdicts(pcap: Path) -> None:
         assert proc.returncode == 0, proc.stderr[-2000:]
         decrypted = [s["verdict"]["code"] for s in json.loads(proc.stdout)["sessions"]]
         assert decrypted == keylog["verdicts"], f"{pcap.name} decrypted: {decrypted}"
+
+
+def check_evidence_kinds(name: str, session: dict[str, Any], kinds: list[str]) -> None:
+    """The verdict rests on an event of each kind the truth names (facts.evidence_kinds):
+    the event is on the timeline and the verdict's evidence points at its frame."""
+    cited = {e["frame"] for e in session["verdict"]["evidence"]}
+    for kind in kinds:
+        frames = {e["frame"] for e in session["events"] if e["kind"] == kind}
+        assert frames & cited, f"{name}: the verdict cites no {kind} event ({sorted(frames)})"
 
 
 def regenerated(out: Path) -> list[Path]:

@@ -269,17 +269,29 @@ def body_tcp_refused(ctx: Ctx) -> str:
         return py("connect", port=587, lport=40190, connect_timeout=3)
 
 
-def body_pmtu_blackhole(ctx: Ctx) -> str:
-    """Router's server-side link MTU 1280, its ICMP frag-needed dropped; a 6 kB body."""
+def pmtu_body(drop_in: str, hook: str, lport: int) -> str:
+    """The router's server-side link at MTU 1280 while an nft rule on ``hook`` of namespace
+    ``drop_in`` drops ICMP frag-needed; the Python client sends a 6 kB body."""
     rule = "icmp type destination-unreachable icmp code frag-needed drop"
     run(in_ns(RTR, ["ip", "link", "set", "dev", RTR_SRV_IF, "mtu", "1280"]))
     try:
-        with faults.nft_rules(RTR, "output", [rule]):
-            out = py("big-data", lport=40200, wait=12, size=6000, user_timeout=9)
+        with faults.nft_rules(drop_in, hook, [rule]):
+            out = py("big-data", lport=lport, wait=12, size=6000, user_timeout=9)
             wait_quiet(CLI)
             return out
     finally:
         run(in_ns(RTR, ["ip", "link", "set", "dev", RTR_SRV_IF, "mtu", "1500"]))
+
+
+def body_pmtu_blackhole(ctx: Ctx) -> str:
+    """Router's server-side link MTU 1280, its ICMP frag-needed dropped; a 6 kB body."""
+    return pmtu_body(RTR, "output", 40200)
+
+
+def body_pmtu_icmp_ignored(ctx: Ctx) -> str:
+    """The same link, the router's ICMP sent; the client's own firewall drops it on input
+    (tcpdump taps before netfilter: the client capture still shows it arrive)."""
+    return pmtu_body(CLI, "input", 40260)
 
 
 def body_starttls_keylog(ctx: Ctx) -> str:
@@ -549,6 +561,34 @@ SCENARIOS: list[Scenario] = [
         two_sided=True,
         client_sessions=[session(C + "40200", SERVER25, "pmtu-blackhole", closed_by="server",
                                  how="FIN", stage="data", path_mtu=1280)],
+        log_expect=(r"timeout after DATA",)),
+    Scenario(
+        "pmtu-icmp-ignored",
+        "A path MTU black hole made by the sending host itself: the router's link towards "
+        "the server has MTU 1280 and the router does send ICMP fragmentation-needed "
+        "(next-hop MTU 1280) to the client, but the client's own firewall drops ICMP "
+        "destination-unreachable/frag-needed on input, as host firewalls that drop all ICMP "
+        "do. tcpdump taps before netfilter, so the client-side capture shows the ICMP "
+        "arriving and the client still retransmitting its full-size (1448-byte) DATA "
+        "segments: truth says pmtu-blackhole there, its evidence pointing at the ICMP (the "
+        "client ignored or dropped it; the advice is the client's firewall, not the path). "
+        "The server side sees what pmtu-blackhole.pcap shows -- the small tail segment "
+        "arriving out of order, a hole of full-size segments never filled, Postfix's 421 "
+        "after 5 s -- and no ICMP at all (it went to the client): pmtu-blackhole from the "
+        "hole, as there.",
+        "ip link set rtr-srv mtu 1280 in the router (its ICMP not filtered); an nft input "
+        "rule in the client namespace dropping ICMP frag-needed; Python client sends a 6 kB "
+        "body in one write (TCP_USER_TIMEOUT 9 s). Captures on both sides: NAME.pcap "
+        "(server) and NAME.client.pcap (client).",
+        body_pmtu_icmp_ignored,
+        [session(C + "40260", SERVER25, "pmtu-blackhole", closed_by="server", how="FIN",
+                 stage="data", server_waited_s=5, hole_never_filled=True, icmp_seen=False)],
+        two_sided=True,
+        client_sessions=[session(C + "40260", SERVER25, "pmtu-blackhole", closed_by="server",
+                                 how="FIN", stage="data", path_mtu=1280,
+                                 icmp_too_big={"router": "192.0.2.1", "mtu": 1280,
+                                               "dropped_by": "the client's nft input rule"},
+                                 evidence_kinds=["icmp-too-big"])],
         log_expect=(r"timeout after DATA",)),
     Scenario(
         "starttls-keylog",
