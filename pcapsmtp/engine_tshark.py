@@ -50,7 +50,7 @@ from pcapsmtp.analyze import SWEEP_EVERY, Analysis, Pipeline
 from pcapsmtp.capture import CaptureError, CaptureInfo, open_capture
 from pcapsmtp.dissect import describe
 from pcapsmtp.flows import Selection
-from pcapsmtp.packets import DecodeStats, Segment
+from pcapsmtp.packets import DecodeStats, Segment, TooBig
 from pcapsmtp.timeline import Event, Session
 
 MISSING = "--engine tshark needs tshark (apt install tshark)"
@@ -63,7 +63,9 @@ _TSHARK_SMTPS_PORTS = frozenset({465})
 # One row per frame.  Order matters: _row() unpacks it.
 _FIELDS = ("frame.number", "frame.time_epoch", "frame.protocols", "ip.src", "ip.dst",
            "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw",
-           "tcp.flags", "tcp.window_size_value", "tcp.len", "tcp.payload")
+           "tcp.flags", "tcp.window_size_value", "tcp.len", "tcp.payload",
+           # an ICMP too-big quoting TCP (tcp.seq: seq_raw stays empty inside ICMP)
+           "icmp.type", "icmp.code", "icmp.mtu", "icmpv6.type", "icmpv6.mtu", "tcp.seq")
 
 # The segment pass wants headers, not analysis: reassembly, sequence analysis and
 # the dissectors above TCP are ours; turning tshark's off doubles its speed.
@@ -130,16 +132,53 @@ def _innermost_ip(protocols: str) -> int:
     return 0
 
 
-def _row(line: str, stats: DecodeStats) -> tuple[int, float, Segment | None]:
-    """One tshark row -> (frame, time, Segment or None), counting the frame in ``stats``."""
+def _too_big(frame: int, time: float, cols: list[str]) -> TooBig | None:
+    """The row of an ICMP fragmentation-needed / ICMPv6 Packet Too Big quoting TCP as a
+    TooBig, as the native decoder makes it: the router is the source of the IP header
+    right above the ICMP, the quoted segment the IP/TCP inside it."""
+    (protocols, ip_src, ip_dst, ip6_src, ip6_dst, sport, dport, icmp_type, icmp_code,
+     icmp_mtu, icmp6_type, icmp6_mtu, tcp_seq) = (cols[i] for i in _TOO_BIG_COLUMNS)
+    layers = protocols.split(":")
+    if _last(icmp_type) == "3" and _last(icmp_code) == "4" and "icmp" in layers:
+        version, icmp, ip, srcs, dsts, mtu = 4, "icmp", "ip", ip_src, ip_dst, icmp_mtu
+    elif _last(icmp6_type) == "2" and "icmpv6" in layers:
+        version, icmp, ip, srcs, dsts, mtu = 6, "icmpv6", "ipv6", ip6_src, ip6_dst, icmp6_mtu
+    else:
+        return None
+    at = layers.index(icmp)
+    outer = layers[:at].count(ip)  # the IP headers up to the ICMP's own
+    quoted = layers[at + 1:at + 3] == [ip, "tcp"]
+    src_list, dst_list = srcs.split(","), dsts.split(",")
+    if not quoted or not sport or not tcp_seq or not 0 < outer < len(src_list) \
+            or outer >= len(dst_list):
+        return None
+    return TooBig(frame, time, src_list[outer - 1], int(_last(mtu) or 0), src_list[outer],
+                  int(_last(sport)), dst_list[outer], int(_last(dport)), int(_last(tcp_seq)),
+                  version)
+
+
+# Where _too_big's columns are in a row (see _FIELDS).
+_TOO_BIG_COLUMNS = tuple(_FIELDS.index(name) for name in (
+    "frame.protocols", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.srcport",
+    "tcp.dstport", "icmp.type", "icmp.code", "icmp.mtu", "icmpv6.type", "icmpv6.mtu",
+    "tcp.seq"))
+
+
+def _row(line: str, stats: DecodeStats) -> tuple[int, float, Segment | TooBig | None]:
+    """One tshark row -> (frame, time, Segment, TooBig or None), counting the frame in
+    ``stats`` as the native decoder would."""
+    cols = line.rstrip("\n").split("\t")
     (number, epoch, protocols, ip_src, ip_dst, ip6_src, ip6_dst, sport, dport, seq, ack,
-     flags, window, tcp_len, payload) = line.rstrip("\n").split("\t")
+     flags, window, tcp_len, payload) = cols[:15]
     frame, time = int(number), float(epoch)
     stats.frames += 1
     version = _innermost_ip(protocols) if sport else 0
     if not version:
         stats.non_tcp += 1
-        return frame, time, None
+        msg = _too_big(frame, time, cols) if "icmp" in protocols else None
+        if msg is not None:
+            stats.too_big += 1
+        return frame, time, msg
     src, dst = (ip_src, ip_dst) if version == 4 else (ip6_src, ip6_dst)
     data = bytes.fromhex(_last(payload).replace(":", "")) if payload else b""
     promised = int(_last(tcp_len) or 0)
@@ -168,9 +207,9 @@ def _tshark_problem(stderr: str, cmd: list[str]) -> str:
     return "tshark failed: " + ("; ".join(lines[:3]) or f"exit status, command {cmd[:4]}")
 
 
-def segments(tshark: str, path: str, stats: DecodeStats) -> Iterator[tuple[int, float,
-                                                                            Segment | None]]:
-    """Every frame of the capture as (frame, time, Segment or None), in capture order."""
+def segments(tshark: str, path: str,
+             stats: DecodeStats) -> Iterator[tuple[int, float, Segment | TooBig | None]]:
+    """Every frame of the capture as (frame, time, Segment, TooBig or None), in order."""
     cmd = [tshark, "-r", path, "-n", *_FAST, "-T", "fields", "-E", "separator=/t"]
     for name in _FIELDS:
         cmd += ["-e", name]
@@ -291,11 +330,13 @@ class TsharkPipeline(Pipeline):
         self.decrypted = decrypted or {}
         self._plain: dict[Endpoints, list[tuple[int, float, bytes]]] = {}
 
-    def feed_segment(self, frame: int, time: float, seg: Segment | None) -> None:
+    def feed_segment(self, frame: int, time: float, seg: Segment | TooBig | None) -> None:
         """One decoded frame; the same bookkeeping as ``Pipeline.feed``."""
         self._frames += 1
         self.now = time
-        if seg is not None:
+        if type(seg) is TooBig:
+            self.table.add_too_big(seg)
+        elif seg is not None:
             pdus = self.decrypted.get(frame)
             if pdus:
                 key = (seg.src, seg.sport, seg.dst, seg.dport)

@@ -118,6 +118,26 @@ def test_engines_agree_on_every_sample(sample: Path) -> None:
     assert a.sessions  # the comparison compared something
 
 
+@needs_tshark
+def test_engines_agree_on_icmp_too_big(tmp_path: Path) -> None:
+    """ICMP frag-needed (ignored) and ICMPv6 Packet Too Big (heeded): the same events,
+    verdicts and counts from tshark's fields as from the native decoder's bytes."""
+    from scapy.utils import wrpcap
+
+    from tests.test_icmp_too_big import pmtu_conversation
+
+    for version, ignored in ((4, True), (6, False)):
+        packets, icmp_frame, _ = pmtu_conversation(version, ignored)
+        path = tmp_path / f"icmp{version}.pcap"
+        wrpcap(str(path), packets)
+        a, b = native(str(path)), tshark_engine(str(path))
+        assert _dialogue(a) == _dialogue(b)
+        assert icmp_frame in [e.frame for s in b.sessions for e in s.events
+                              if e.kind == "icmp-too-big"]
+        assert (a.decode.non_tcp, a.decode.too_big) == (b.decode.non_tcp, b.decode.too_big) \
+            == (1, 1)
+
+
 # ---- tunnels: what only tshark decodes ---------------------------------------------
 
 
