@@ -130,10 +130,12 @@ class SessionBuilder:
         offset = self.conn.stream_offset(sender, msg.seq)
         if msg.ip_version == 4:
             what = "ICMP fragmentation needed"
-            mtu = f"next-hop MTU {msg.mtu}" if msg.mtu else "no next-hop MTU given"
+            mtu = f"MTU {msg.mtu}" if msg.mtu else "no MTU given"
         else:
             what, mtu = "ICMPv6 Packet Too Big", f"MTU {msg.mtu}"
-        at = f" (offset {offset})" if offset is not None else ""  # fits a 100-column row
+        # Short: the text report's row (100 columns) keeps it whole up to a 15-character
+        # router address and a 5-digit offset.
+        at = f" (offset {offset})" if offset is not None else ""
         if msg.time >= s.last_time:
             s.last_time = self.last_time = msg.time
             s.last_frame = msg.frame

@@ -247,6 +247,7 @@ def test_ignored_too_big_lands_on_its_session_toward_the_client(tmp_path: Path,
             if re.match(rf"\s+\d+\.\d+\s+\S+\s+{icmp_frame}\s", line)]
     assert len(rows) == 1
     assert rows[0].split()[1] == "<-" and f"from {router}: " in rows[0]
+    assert rows[0].endswith(f"(offset {offset})")  # whole, not cut at 100 columns
 
 
 def test_too_big_then_smaller_segments_is_no_black_hole(tmp_path: Path) -> None:

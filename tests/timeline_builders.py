@@ -96,7 +96,7 @@ class SessionBuilder:
         """A router's ICMP too-big addressed to side ``to`` (the sender of the big segment):
         the event's direction points toward it, as the timeline builder makes it."""
         return self.add(other_dir(to), "icmp-too-big",
-                        f"ICMP fragmentation needed from {router}: next-hop MTU {mtu}",
+                        f"ICMP fragmentation needed from {router}: MTU {mtu}",
                         router=router, mtu=mtu, offset=offset, ip_version=ip_version)
 
     # -- SMTP ----------------------------------------------------------------------------
