@@ -129,6 +129,7 @@ class DirectionStats:
     zero_windows: int = 0
     window_probes: int = 0
     syn_retries: int = 0  # SYNs (or SYN-ACKs) sent again
+    duplicates: int = 0  # a segment with data/SYN/FIN captured twice (not in segments)
 
 
 @dataclass
@@ -148,6 +149,7 @@ _NEVER = float("inf")
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000
 _SLOW_FLAGS = SYN | FIN | RST
+_SYN_FIN = SYN | FIN
 
 MAX_BUFFER = 4 << 20
 """Out-of-order bytes held per direction before we give up waiting and declare a Gap."""
@@ -157,6 +159,12 @@ TAIL_KEEP = 256 << 10
 
 PROVENANCE_KEEP = 4096
 """Delivered segments whose frame we remember (bounds memory when segments are tiny)."""
+
+DUPLICATE_WITHIN = 0.001
+"""A segment with data, SYN or FIN identical to the connection's previous one within this
+many seconds is the same packet captured twice (``tcpdump -i any`` sees a bridged packet on
+the bridge and on its port; mergecap of overlapping captures), not a retransmission: no TCP
+stack resends that fast (Linux's minimum RTO is 200 ms, its tail-loss probe at least 10 ms)."""
 
 ACK_HOLD = 0.5
 """Seconds of capture time an ACK-revealed hole waits for its bytes before it becomes a Gap."""
@@ -297,6 +305,15 @@ class _Direction:
         self.prov_frames.clear()
 
 
+def _same_packet(a: Segment, b: Segment) -> bool:
+    """``b`` is ``a`` captured again (see DUPLICATE_WITHIN).  Only asked of segments with
+    data, SYN or FIN: a stack sends identical pure ACKs and RSTs itself (an RST for each
+    segment that arrives after a close)."""
+    return (b.time - a.time < DUPLICATE_WITHIN and a.seq == b.seq and a.ack == b.ack
+            and a.flags == b.flags and a.window == b.window and a.sport == b.sport
+            and a.src == b.src and a.payload == b.payload and a.missing == b.missing)
+
+
 class Connection:
     """Both directions of one TCP connection, turned into ordered stream events.
 
@@ -312,7 +329,7 @@ class Connection:
     """
 
     __slots__ = ("client", "server", "stats", "_caddr", "_cport", "_c", "_s", "_max_buffer",
-                 "_tail_keep", "_tail_trim", "_deadline")
+                 "_tail_keep", "_tail_trim", "_deadline", "_last")
 
     def __init__(
         self,
@@ -333,6 +350,7 @@ class Connection:
         # Trim only when the tail reaches twice what we keep: amortises the trimming.
         self._tail_trim = 2 * tail_keep
         self._deadline = _NEVER  # capture time after which a held ACK-revealed hole is declared
+        self._last: Segment | None = None  # the previous segment, either direction
 
     # -- public ---------------------------------------------------------------------------
 
@@ -354,6 +372,12 @@ class Connection:
             self._expire(time, events)
         flags = seg.flags
         window = seg.window
+        prev, self._last = self._last, seg
+        if prev is not None and prev.seq == seg.seq and (seg.payload or flags & _SYN_FIN) \
+                and _same_packet(prev, seg):
+            d.stats.segments -= 1
+            d.stats.duplicates += 1
+            return events
         if (
             flags & _SLOW_FLAGS
             or seg.seq != d.next_seq

@@ -296,3 +296,23 @@ def test_a_starttls_session_cut_by_a_small_snaplen_is_incomplete_not_misread(
     assert [e.direction for e in kinds(s, "smtp-tls-start")] == ["S", "C"]
     assert s.verdict.code == "capture-incomplete"
     assert "pipelining-violation" not in {n.code for n in s.notes}
+
+
+def test_a_capture_holding_every_packet_twice_is_not_lossy(tmp_path: Path) -> None:
+    """`tcpdump -i any` on a bridge (a mail server in containers) writes each packet
+    twice, microseconds apart.  The report says so once per direction instead of
+    calling half the packets retransmissions ('packet loss on the path')."""
+    conv = simple_session()
+    doubled = []
+    for p in conv.packets:
+        copy = p.copy()
+        copy.time = p.time + 0.00003
+        doubled += [p, copy]
+    s = only_session(conv.write(tmp_path / "x.pcap", doubled))
+    assert dialogue(s) == SIMPLE_DIALOGUE
+    assert s.verdict.code == "ok"
+    assert not kinds(s, "tcp-retransmission")
+    codes = [n.code for n in s.notes]
+    assert "retransmissions" not in codes
+    assert codes.count("duplicate-packets") == 2
+    assert s.stats.C.duplicates > 0 and s.stats.S.duplicates > 0

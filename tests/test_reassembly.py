@@ -138,6 +138,51 @@ def test_retransmission_counted_not_duplicated() -> None:
     assert conn.stats.C.retransmissions == 1
 
 
+def _copied(segments: list[Segment], delay: float) -> list[Segment]:
+    """Every segment followed by an identical copy ``delay`` seconds later (frames renumbered)."""
+    out: list[Segment] = []
+    for s in segments:
+        for t in (s.time, s.time + delay):
+            out.append(Segment(len(out) + 1, t, s.src, s.sport, s.dst, s.dport, s.seq, s.ack,
+                               s.flags, s.window, s.payload, s.missing))
+    return out
+
+
+def test_a_packet_captured_twice_is_no_retransmission() -> None:
+    """tcpdump -i any on a bridge host sees each packet on the bridge and on its port,
+    microseconds apart: the stream and its flags are those of one copy, the copies of
+    data/SYN/FIN segments are counted as duplicates, and identical RSTs (which a stack
+    does send twice) stay RSTs."""
+    c, s = CISN + 1, SISN + 1
+    once = handshake() + [
+        seg(4, "S", s, c, ACK | PSH, b"220 mx\r\n"),
+        seg(5, "C", c, s + 8, ACK | PSH, b"QUIT\r\n"),
+        seg(6, "S", s + 8, c + 6, ACK | PSH | FIN, b"221 bye\r\n"),
+        seg(7, "C", c + 6, s + 18, ACK | FIN),
+        seg(8, "C", c + 7, 0, RST, window=0),
+    ]
+    plain = run(once)
+    conn = Connection(CLIENT, SERVER)
+    twice = run(_copied(once, 0.00002), conn)
+    assert stream(twice, "C") == b"QUIT\r\n" and stream(twice, "S") == b"220 mx\r\n221 bye\r\n"
+    assert not of(twice, Retransmission)
+    flags = [(e.direction, e.kind, e.repeat) for e in of(twice, Flag)]
+    assert flags == [(e.direction, e.kind, e.repeat) for e in of(plain, Flag)] + [
+        ("C", "RST", True)]  # the copied RST: a second RST, as the stack would send
+    # SYN, data+FIN... copied: C has SYN, QUIT, FIN; S has SYN-ACK, 220, 221+FIN
+    assert (conn.stats.C.duplicates, conn.stats.S.duplicates) == (3, 3)
+    assert (conn.stats.C.segments, conn.stats.S.segments) == (7, 3)  # incl. ACKs, RSTs
+
+
+def test_the_same_segment_later_than_a_millisecond_is_a_retransmission() -> None:
+    c = CISN + 1
+    segs = handshake() + [seg(4, "C", c, SISN + 1, ACK, b"QUIT\r\n")]
+    conn = Connection(CLIENT, SERVER)
+    events = run(_copied(segs, 0.002), conn)
+    assert len(of(events, Retransmission)) == 1 and conn.stats.C.duplicates == 0
+    assert [(e.kind, e.repeat) for e in of(events, Flag, "C")] == [("SYN", False), ("SYN", True)]
+
+
 def test_reordering_delivers_in_stream_order_with_own_frames() -> None:
     c = CISN + 1
     segs = handshake() + [

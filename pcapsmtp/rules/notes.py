@@ -166,6 +166,15 @@ def tcp_trouble(session: Session) -> list[Finding]:
                 evidence=[ev(e) for e in rt[:3]],
                 next_step="look for loss: interface errors, a congested link, a shaper",
                 severity="info"))
+        if ds.duplicates:
+            out.append(Finding(
+                code="duplicate-packets",
+                summary=f"{ds.duplicates} {who(d)} segment(s) with data, SYN or FIN appear "
+                "twice in the capture, the copy within 1 ms: the same packet captured again "
+                "(`tcpdump -i any` on a bridge and its ports, or merged captures), counted "
+                "once -- not loss.",
+                next_step="capture on one interface (`-i eth0`, or the bridge) to avoid copies",
+                severity="info"))
         if ds.zero_windows:
             out.append(Finding(
                 code="zero-window",
