@@ -21,6 +21,8 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
+from dissectors import proxy
+
 
 @dataclass(slots=True)
 class Command:
@@ -107,7 +109,7 @@ class TlsStart:
     pending_at: int | None = None
 
 
-SmtpEvent = Command | Reply | MessageBody | Credentials | Unparsed | TlsStart
+SmtpEvent = Command | Reply | MessageBody | Credentials | Unparsed | TlsStart | proxy.ProxyHeader
 
 
 # ---------------------------------------------------------------------------
@@ -278,6 +280,9 @@ class SmtpParser:
     def __init__(self) -> None:
         self._c = _Half("C")
         self._s = _Half("S")
+        # The client's first bytes, held until dissectors.proxy judges whether they are a
+        # PROXY protocol header (a load balancer in front of the server); None once judged.
+        self._pre: bytes | None = b""
         self._pending: deque[str] = deque(["CONNECT"], maxlen=MAX_PENDING)
         self._auth = False  # an AUTH exchange is open: client lines are credentials
         self._reply: _ReplyBuilder | None = None
@@ -330,6 +335,10 @@ class SmtpParser:
                 data, offset = data[skip:], half.next
         half.next = offset + len(data)
         if half is self._c:
+            if self._pre is not None:
+                data, offset = self._preamble(data, offset, events)
+                if not data:
+                    return events
             if half.mode == _BODY:  # the hot path: most bytes are bodies
                 # Most body chunks hold no line starting with ".": settle them here, without
                 # the scanner's loop.  A "\n." can only start one byte before the first
@@ -359,6 +368,8 @@ class SmtpParser:
         events: list[SmtpEvent] = []
         if half.closed or length <= 0:
             return events
+        if half is self._c:
+            self._flush_preamble(events)
         if half.next is None:
             half.next = offset
         end = offset + length
@@ -375,6 +386,7 @@ class SmtpParser:
         if half.closed:
             return events
         if half is self._c:
+            self._flush_preamble(events)
             if half.mode == _HOLD:
                 self._close_c_pending = True  # the reply may still come: decide then
             else:
@@ -382,6 +394,30 @@ class SmtpParser:
         else:
             self._close_server(events)
         return events
+
+    # -- a PROXY protocol header before SMTP ---------------------------------------------------
+
+    def _preamble(self, data: bytes, offset: int, events: list) -> tuple[bytes, int]:
+        """The client's first bytes, with any held before them: a PROXY header comes out
+        as its own event; what follows it (or everything, when there is none) goes on as
+        SMTP.  Returns (data, offset) to parse; empty while the header may still grow."""
+        held = self._pre or b""
+        data, at = held + data, offset - len(held)
+        n = proxy.judge(data)
+        if n < 0:
+            self._pre = data
+            return b"", offset
+        self._pre = None
+        if n:
+            events.append(proxy.decode(data[:n], at))
+        return data[n:], at + n
+
+    def _flush_preamble(self, events: list) -> None:
+        """A gap or the close: held bytes that never became a header are SMTP after all."""
+        held, self._pre = self._pre, None
+        if held:
+            at = (self._c.next or 0) - len(held)
+            self._feed_client(held, at, events)
 
     # -- dispatch ---------------------------------------------------------------------------
 

@@ -14,6 +14,9 @@ Event kinds (``Event.kind``) and the ``fields`` each carries:
                        needed" / ICMPv6 "Packet Too Big" about this connection; its direction
                        is toward the host that sent the too-big segment (the one it is
                        addressed to), "offset" the quoted segment's stream offset (or null)
+    proxy-header       {"version", "command", "protocol", "source", "destination",
+                        "malformed"}  a load balancer's PROXY protocol header (the
+                       original client), the client's first bytes (dissectors/proxy.py)
     smtp-command       {"verb", "argument", "known", "bare_lf", "eight_bit", "truncated",
                         "segments": [[frame, offset_in_line, length], ...]}  (when >1 segment)
     smtp-reply         {"code", "enhanced", "lines", "answers", "capabilities", "malformed",

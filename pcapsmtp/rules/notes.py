@@ -217,6 +217,33 @@ def overlap_differs(session: Session) -> list[Finding]:
 
 
 @rule
+@needs("proxy-header")
+def behind_proxy(session: Session) -> Finding | None:
+    """A load balancer's PROXY protocol header: the real client is another host.
+
+    The session's client address (and any pattern across sessions by client) is then
+    the proxy's; the header names the host whose log and reputation matter.
+    """
+    headers = session.of_kind("proxy-header")
+    if not headers:
+        return None
+    h = headers[0]
+    if f(h, "command") == "LOCAL":
+        what = "a connection of the proxy's own (PROXY LOCAL: a health check)"
+    elif f(h, "source"):
+        what = (f"the original client is {f(h, 'source')}; this report's client address "
+                "(and patterns across sessions by client) is the proxy's")
+    else:
+        what = "it did not say who the original client is"
+    return Finding(
+        code="behind-proxy",
+        summary=f"The client is a proxy speaking the PROXY protocol (v{f(h, 'version')}, "
+        f"{where(session, h)}): {what}.",
+        evidence=[ev(h)],
+        severity="info")
+
+
+@rule
 @needs("smtp-body")
 def bare_lf_end_of_data(session: Session) -> list[Finding]:
     """A message ended by a "." line with a bare LF, and how the server took it.
