@@ -248,8 +248,11 @@ def _sender_words(session: Session, d: str, peer: str,
     if icmp is None:
         return (f"{_PMTU_WHY}.",
                 "where on the path the large packets die, and whether ICMP was sent: a "
-                "capture at one point cannot see it",
-                _PMTU_STEP + f"; a capture on the {who(peer)} side shows the hole")
+                "capture at one point cannot see it (nor one filtered by port, such as "
+                "`tcpdump port 25`, which drops ICMP)",
+                _PMTU_STEP + f"; a capture on the {who(peer)} side shows the hole; capture "
+                "with `port 25 or icmp or icmp6` to see whether a 'fragmentation needed' "
+                "reaches this host")
     host = session.client[0] if d == "C" else session.server[0]
     why = (f"{_icmp_name(icmp)} from {icmp.fields.get('router')} reached the capture point "
            f"({where(session, icmp)}), yet the {who(d)} kept retransmitting full-size "
