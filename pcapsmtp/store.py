@@ -58,15 +58,17 @@ def _dumps(session: Session) -> bytes:
 
 def stub(session: Session) -> Session:
     """A copy with only what the cross-session rules and the summary table read:
-    identity, times, verdict, the EHLO reply and the first FIN/RST (who closed, for
-    ``render.common.ending_text``)."""
-    ehlo = close = None
+    identity, times, verdict, the EHLO reply, the first FIN/RST (who closed, for
+    ``render.common.ending_text``) and a PROXY protocol header (the original client)."""
+    ehlo = close = proxy = None
     for e in session.events:
         kind = e.kind
         if ehlo is None and kind == "smtp-reply" and e.fields.get("answers") == "EHLO":
             ehlo = e
         elif close is None and (kind == "tcp-fin" or kind == "tcp-rst"):
             close = e
+        elif proxy is None and kind == "proxy-header":  # before the EHLO reply, if any
+            proxy = e
         if ehlo is not None and close is not None:
             break
     return Session(
@@ -75,7 +77,7 @@ def stub(session: Session) -> Session:
         last_time=session.last_time, first_frame=session.first_frame,
         last_frame=session.last_frame, packets=session.packets, syn_seen=session.syn_seen,
         implicit_tls=session.implicit_tls, open_at_end=session.open_at_end,
-        events=[e for e in (ehlo, close) if e is not None], verdict=session.verdict,
+        events=[e for e in (proxy, ehlo, close) if e is not None], verdict=session.verdict,
     )
 
 

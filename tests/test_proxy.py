@@ -134,3 +134,40 @@ def test_the_report_names_the_original_client(tmp_path: Path) -> None:
     (s,) = analyze(str(_behind_haproxy(v2()).write(tmp_path / "x.pcap"))).sessions
     (note,) = [n for n in s.notes if n.code == "behind-proxy"]
     assert "original client is 203.0.113.5:51234" in note.summary and "v2" in note.summary
+
+
+def _rejected_through_proxy(conv: Conversation, header: bytes) -> None:
+    conv.handshake()
+    conv.client_sends(header)
+    conv.server_sends(GREETING)
+    conv.client_sends(b"EHLO client.example\r\n")
+    conv.server_sends(b"250 mx.example\r\n")
+    conv.client_sends(b"MAIL FROM:<a@spam.example>\r\n")
+    conv.server_sends(b"554 5.7.1 rejected\r\n")
+    conv.client_sends(b"QUIT\r\n")
+    conv.server_sends(b"221 bye\r\n")
+    conv.close()
+
+
+@pytest.mark.parametrize("same_origin", [True, False])
+def test_patterns_across_sessions_count_the_original_clients(tmp_path: Path,
+                                                            same_origin: bool) -> None:
+    """Every session behind HAProxy comes from the balancer's address: six rejected
+    sessions of six different senders are no retry storm; six of one sender are, named
+    by its own address (what fail2ban on the server bans)."""
+    packets = []
+    for i in range(6):
+        conv = Conversation(client="192.0.2.80", cport=41000 + i, time=1_700_000_000.0 + i)
+        origin = "203.0.113.5" if same_origin else f"203.0.113.{10 + i}"
+        _rejected_through_proxy(conv, f"PROXY TCP4 {origin} 198.51.100.25 5{i}000 25\r\n"
+                                .encode())
+        packets += conv.packets
+    packets.sort(key=lambda p: p.time)
+    result = analyze(str(Conversation().write(tmp_path / "x.pcap", packets)))
+    assert [s.verdict.code for s in result.sessions] == ["smtp-rejected"] * 6
+    storms = [f for f in result.findings if f.code == "retry-storm"]
+    if same_origin:
+        (storm,) = storms
+        assert "from 203.0.113.5 to" in storm.summary
+    else:
+        assert not storms

@@ -22,10 +22,22 @@ def _code(s: Session) -> str:
     return s.verdict.code if s.verdict is not None else ""
 
 
+def client_host(s: Session) -> str:
+    """The client as the patterns count it: behind a load balancer speaking the PROXY
+    protocol, the original client it names, not the balancer (every session's address)."""
+    for e in s.events:
+        if e.kind == "proxy-header":
+            source = e.fields.get("source")
+            if isinstance(source, str) and source:
+                return source.rsplit(":", 1)[0].strip("[]")
+            break
+    return s.client[0]
+
+
 def _pairs(sessions: list[Session]) -> dict[tuple[str, str], list[Session]]:
     by: dict[tuple[str, str], list[Session]] = defaultdict(list)
     for s in sessions:
-        by[(s.client[0], s.server[0])].append(s)
+        by[(client_host(s), s.server[0])].append(s)
     for group in by.values():
         group.sort(key=lambda s: (s.first_time, s.id))
     return by
