@@ -277,13 +277,16 @@ class SmtpParser:
     held after DATA or STARTTLS are parsed when the server's reply arrives.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, after_starttls: bool = False) -> None:
+        """``after_starttls``: the dialogue inside TLS, decrypted (no greeting is owed: the
+        client speaks first, and its bytes are no PROXY header)."""
         self._c = _Half("C")
         self._s = _Half("S")
         # The client's first bytes, held until dissectors.proxy judges whether they are a
         # PROXY protocol header (a load balancer in front of the server); None once judged.
-        self._pre: bytes | None = b""
-        self._pending: deque[str] = deque(["CONNECT"], maxlen=MAX_PENDING)
+        self._pre: bytes | None = None if after_starttls else b""
+        self._pending: deque[str] = deque([] if after_starttls else ["CONNECT"],
+                                          maxlen=MAX_PENDING)
         self._auth = False  # an AUTH exchange is open: client lines are credentials
         self._reply: _ReplyBuilder | None = None
         # Client bytes held after DATA/STARTTLS until the reply says what they are.

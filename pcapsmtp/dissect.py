@@ -9,12 +9,13 @@ each chunk of each direction came from ("provenance").
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections import deque
 from typing import Any
 
 from dissectors import smtp
-from dissectors.tls import Desync, TlsParser
+from dissectors.tls import Desync, NotTls, TlsParser
 from pcapsmtp.jsonable import escape, plain_fields
 from pcapsmtp.masking import mask_session
 from pcapsmtp.packets import SYN, Segment, TooBig
@@ -98,6 +99,9 @@ class SessionBuilder:
         self.closed_at: float | None = None
         self.last_time = first.time
         self.has_data = False
+        # Each direction's bytes from where TLS should start, until TLS proves itself (see
+        # _PlainAfterTls); None when not watching.
+        self._plain: _PlainAfterTls | None = None
         self.client_isn = first.seq if first.flags & SYN and (first.src, first.sport) == client \
             else None
         self._fins: set[str] = set()
@@ -181,6 +185,8 @@ class SessionBuilder:
                 starts.append(ev.offset)
                 prov.frames.append(ev.frame)
                 prov.times.append(ev.time)
+            if self._plain is not None:
+                self._plain.data(d, ev.offset, ev.data)
             parser = self._parsers[d]
             if parser is not None:
                 out = parser.receive(d, ev.data, ev.offset)
@@ -242,13 +248,42 @@ class SessionBuilder:
         for ev in events:
             if isinstance(ev, smtp.TlsStart):
                 self._start_tls(ev)
+            elif type(ev) is NotTls and self._plain is not None \
+                    and self._plain.not_tls(ev.direction, ev.start):
+                self._resume_plaintext()
+                return  # the TLS parser stopped there: nothing follows in ``events``
             else:
                 self._emit(self._convert(ev))
+
+    def _resume_plaintext(self) -> None:
+        """Both sides went on in plaintext SMTP where TLS should have begun: the capture
+        holds the dialogue inside TLS, decrypted (a TLS-inspecting device's export).  A
+        fresh parser reads it from there, as the key-log engine reads what tshark
+        decrypts; the 'not TLS' events give way to a note saying so."""
+        plain, self._plain = self._plain, None
+        assert plain is not None
+        self.head = [e for e in self.head if e.kind != "tls-not-tls"]
+        self.tail = deque((e for e in self.tail if e.kind != "tls-not-tls"), self.tail.maxlen)
+        parser = smtp.SmtpParser(after_starttls=True)
+        at = min(plain.start.values())
+        d0 = min(plain.start, key=plain.start.get)  # type: ignore[arg-type]
+        frame, time = self._where(d0, plain.start[d0])
+        self._emit(Event(time, frame, "", "note", "(the dialogue goes on in plaintext: this "
+                         "capture holds TLS decrypted)",
+                         fields={"what": "plaintext-after-tls-start", "offset": at}))
+        for d in ("C", "S"):
+            self.mode[d] = "decrypted"
+            self._parsers[d] = parser
+        for d in ("C", "S"):  # the client's first: the server's replies answer it
+            self._dissector_events(d, parser.receive(d, bytes(plain.raw[d]), plain.start[d]))
 
     def _start_tls(self, ev: smtp.TlsStart) -> None:
         d = ev.direction
         if self.tls is None:
             self.tls = TlsParser()
+            self._plain = _PlainAfterTls()
+        if self._plain is not None:
+            self._plain.begin(d, ev.start, ev.pending if ev.pending_at is None else None)
         self._set_mode(d, "tls")
         frame, time = self._where(d, ev.start)
         self._emit(Event(time, frame, d, "smtp-tls-start", "(TLS from here on)"))
@@ -304,8 +339,12 @@ class SessionBuilder:
             fields["end"] = stop
         if len(text) > TEXT_CAP:  # a 5 kB command line stays whole in fields, not here
             text = text[: TEXT_CAP - 3] + "..."
+        mode = self.mode[d]
+        if mode == "decrypted":  # see _resume_plaintext; marked as the key-log engine does
+            fields["decrypted"] = True
+            text = "(decrypted) " + text
         return Event(time, frame, d, kind, text,
-                     self.mode[d] == "tls" and etype is not _UNPARSED,
+                     mode != "smtp" and etype is not _UNPARSED,
                      first_frame if first_frame != frame else None, fields)
 
     def _emit(self, event: Event) -> None:
@@ -315,6 +354,53 @@ class SessionBuilder:
         if len(self.tail) == self.tail.maxlen:
             self.session.events_dropped += 1
         self.tail.append(event)
+
+
+class _PlainAfterTls:
+    """Watches both directions from where TLS should start after STARTTLS's 220, for
+    plaintext SMTP both ways instead (a capture of decrypted traffic).  Keeps each
+    direction's first bytes (at most RAW_KEEP, contiguous) until both have turned out
+    not to be TLS; gives up on a gap or when they run long."""
+
+    RAW_KEEP = 8192
+
+    def __init__(self) -> None:
+        self.start: dict[str, int] = {}
+        self.raw: dict[str, bytearray] = {}
+        self.failed: set[str] = set()
+        self.plain: set[str] = set()
+
+    def begin(self, d: str, at: int, pending: bytes | None) -> None:
+        self.start[d] = at
+        if pending is None:  # bytes after a hole: nothing contiguous to keep
+            self.failed.add(d)
+        self.raw[d] = bytearray(pending or b"")
+
+    def data(self, d: str, offset: int, data: bytes) -> None:
+        raw = self.raw.get(d)
+        if raw is None or d in self.failed:
+            return
+        if offset != self.start[d] + len(raw) or len(raw) + len(data) > self.RAW_KEEP:
+            self.failed.add(d)
+            return
+        raw += data
+
+    def not_tls(self, d: str, at: int) -> bool:
+        """The TLS parser found no TLS at ``at``: True once both sides are plaintext SMTP
+        from their TLS start (a command from the client, a reply from the server)."""
+        if d in self.failed or at != self.start.get(d):
+            return False
+        line = bytes(self.raw[d][:64])
+        looks = (_COMMAND_LINE.match(line) if d == "C" else _REPLY_LINE.match(line))
+        if looks is None:
+            self.failed.add(d)
+            return False
+        self.plain.add(d)
+        return self.plain == {"C", "S"}
+
+
+_COMMAND_LINE = re.compile(rb"(?i)(EHLO|HELO|MAIL FROM:|RCPT TO:|RSET|NOOP|QUIT|AUTH)[ \r\n]")
+_REPLY_LINE = re.compile(rb"[2-5]\d\d[ -]")
 
 
 _STREAM_EVENTS = {

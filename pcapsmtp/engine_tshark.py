@@ -278,11 +278,7 @@ def decrypted_events(session: Session,
     ``chunks`` are (frame, time, direction, bytes) in frame order.  After STARTTLS
     the client speaks first (no greeting is owed); on port 465 the server greets.
     """
-    parser = smtp.SmtpParser()
-    if not session.implicit_tls:
-        # The dissector has no public "start after STARTTLS" switch; an empty queue of
-        # awaited replies is exactly that state.
-        parser._pending.clear()
+    parser = smtp.SmtpParser(after_starttls=not session.implicit_tls)
     streams = {"C": _Stream(), "S": _Stream()}
     events: list[Event] = []
     for frame, time, direction, data in chunks:

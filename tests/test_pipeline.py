@@ -316,3 +316,46 @@ def test_a_capture_holding_every_packet_twice_is_not_lossy(tmp_path: Path) -> No
     assert "retransmissions" not in codes
     assert codes.count("duplicate-packets") == 2
     assert s.stats.C.duplicates > 0 and s.stats.S.duplicates > 0
+
+
+def _starttls_then(tmp_path: Path, client: bytes, server: bytes) -> Session:
+    conv = Conversation()
+    conv.handshake()
+    conv.server_sends(b"220 mx ESMTP\r\n")
+    conv.client_sends(b"EHLO a\r\n")
+    conv.server_sends(b"250-mx\r\n250 STARTTLS\r\n")
+    conv.client_sends(b"STARTTLS\r\n")
+    conv.server_sends(b"220 2.0.0 Ready to start TLS\r\n")
+    conv.client_sends(client)
+    if server:
+        conv.server_sends(server)
+    conv.close(client_first=False)
+    return only_session(conv.write(tmp_path / "x.pcap"))
+
+
+def test_plaintext_both_ways_after_starttls_is_a_decrypted_capture(tmp_path: Path) -> None:
+    """What a TLS-inspecting device exports (Arkime's smtp-decrypted.pcap): after the 220
+    the client says EHLO again and the server answers, in plaintext.  Read as the dialogue
+    inside TLS -- not as a client that ignored the 220."""
+    s = _starttls_then(
+        tmp_path,
+        b"EHLO a\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
+        b"Subject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+        b"250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued as 1\r\n221 bye\r\n")
+    assert s.verdict.code == "ok"
+    assert "decrypted-capture" in {n.code for n in s.notes}
+    assert not kinds(s, "tls-not-tls")
+    inside = [e for e in s.events if e.fields.get("decrypted")]
+    assert [e.text for e in inside if e.kind == "smtp-command"][:2] == [
+        "(decrypted) EHLO a", "(decrypted) MAIL FROM:<a@b.example>"]
+    assert all(e.tls for e in inside)
+    assert [r.fields["answers"] for r in kinds(s, "smtp-reply") if r.fields.get("decrypted")] \
+        == ["EHLO", "MAIL", "RCPT", "DATA", "BODY", "QUIT"]
+
+
+def test_plaintext_from_the_client_only_is_still_starttls_not_followed(tmp_path: Path) -> None:
+    """The server answers the client's plaintext with a TLS alert: no decrypted capture."""
+    s = _starttls_then(tmp_path, b"EHLO a\r\n", b"\x15\x03\x03\x00\x02\x02\x32")
+    codes = {n.code for n in s.notes} | {s.verdict.code}
+    assert "starttls-not-followed" in codes and "decrypted-capture" not in codes
+    assert kinds(s, "tls-not-tls")

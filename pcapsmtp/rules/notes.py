@@ -244,6 +244,31 @@ def behind_proxy(session: Session) -> Finding | None:
 
 
 @rule
+@needs("note")
+def decrypted_capture(session: Session) -> Finding | None:
+    """Plaintext SMTP both ways where TLS should have begun (dissect._resume_plaintext).
+
+    Real TLS ends cannot do that, so the capture holds the dialogue inside TLS as some
+    device decrypted it; the rules then read it as the key-log engine's decrypted SMTP.
+    """
+    marks = [e for e in session.of_kind("note")
+             if e.fields.get("what") == "plaintext-after-tls-start"]
+    if not marks:
+        return None
+    m = marks[0]
+    return Finding(
+        code="decrypted-capture",
+        summary=f"After STARTTLS was accepted, both sides went on in plaintext SMTP "
+        f"({where(session, m)}): this capture holds the TLS dialogue decrypted (as a "
+        "TLS-inspecting device or a decrypting export writes it), read here as the dialogue "
+        "inside TLS.",
+        evidence=[ev(m)],
+        cannot_prove="anything about the TLS handshake itself (versions, certificate): the "
+        "export does not carry it",
+        severity="info")
+
+
+@rule
 @needs("smtp-body")
 def bare_lf_end_of_data(session: Session) -> list[Finding]:
     """A message ended by a "." line with a bare LF, and how the server took it.

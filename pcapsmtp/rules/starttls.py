@@ -92,6 +92,8 @@ def starttls_not_followed(session: Session) -> Finding | None:
     t = (r.time, r.frame)
     if any((h.time, h.frame) > t for h in session.of_kind("tls-client-hello")):
         return None
+    if any(e.fields.get("what") == "plaintext-after-tls-start" for e in session.of_kind("note")):
+        return None  # both sides went on in plaintext: a capture of TLS decrypted
     instead = [e for e in session.events if (e.time, e.frame) > t and e.direction == "C"
                and e.kind in ("tls-not-tls", "smtp-command", "smtp-unparsed", "tls-malformed")]
     if _client_bytes_missing(session, t, instead[0] if instead else None):
