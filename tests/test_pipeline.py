@@ -213,13 +213,8 @@ def test_bytes_sent_but_never_seen_show_in_the_senders_sequence_numbers(tmp_path
     assert gap.frame == len(pkts)
 
 
-def _starttls_with_lost_hello(tmp_path: Path, seen_tail: bool) -> tuple[Session, list]:
-    """STARTTLS accepted; the client's first TLS segment (the ClientHello's first 100
-    bytes) never reaches the capture; ``seen_tail``: the rest of it does.  The server
-    answers with a handshake_failure alert and closes."""
-    from tests.tls_fixtures import client_hello_record, sni_ext
-
-    hello = client_hello_record(list(range(0xC000, 0xC040)), [sni_ext("mx.example")])
+def _up_to_starttls_220() -> Conversation:
+    """Handshake, greeting, EHLO, STARTTLS and its 220: where TLS should begin."""
     conv = Conversation()
     conv.handshake()
     conv.server_sends(b"220 mx ESMTP\r\n")
@@ -227,6 +222,17 @@ def _starttls_with_lost_hello(tmp_path: Path, seen_tail: bool) -> tuple[Session,
     conv.server_sends(b"250-mx\r\n250 STARTTLS\r\n")
     conv.client_sends(b"STARTTLS\r\n")
     conv.server_sends(b"220 2.0.0 Ready to start TLS\r\n")
+    return conv
+
+
+def _starttls_with_lost_hello(tmp_path: Path, seen_tail: bool) -> tuple[Session, list]:
+    """STARTTLS accepted; the client's first TLS segment (the ClientHello's first 100
+    bytes) never reaches the capture; ``seen_tail``: the rest of it does.  The server
+    answers with a handshake_failure alert and closes."""
+    from tests.tls_fixtures import client_hello_record, sni_ext
+
+    hello = client_hello_record(list(range(0xC000, 0xC040)), [sni_ext("mx.example")])
+    conv = _up_to_starttls_220()
     (lost,) = conv.client_sends(hello[:100])
     if seen_tail:
         conv.client_sends(hello[100:])
@@ -319,13 +325,7 @@ def test_a_capture_holding_every_packet_twice_is_not_lossy(tmp_path: Path) -> No
 
 
 def _starttls_then(tmp_path: Path, client: bytes, server: bytes) -> Session:
-    conv = Conversation()
-    conv.handshake()
-    conv.server_sends(b"220 mx ESMTP\r\n")
-    conv.client_sends(b"EHLO a\r\n")
-    conv.server_sends(b"250-mx\r\n250 STARTTLS\r\n")
-    conv.client_sends(b"STARTTLS\r\n")
-    conv.server_sends(b"220 2.0.0 Ready to start TLS\r\n")
+    conv = _up_to_starttls_220()
     conv.client_sends(client)
     if server:
         conv.server_sends(server)
