@@ -359,3 +359,26 @@ def test_plaintext_from_the_client_only_is_still_starttls_not_followed(tmp_path:
     codes = {n.code for n in s.notes} | {s.verdict.code}
     assert "starttls-not-followed" in codes and "decrypted-capture" not in codes
     assert kinds(s, "tls-not-tls")
+
+
+def test_a_message_without_a_reply_is_not_a_session_without_mail(tmp_path: Path) -> None:
+    """The body went out and the session closed in order, but no reply to the body is in
+    the capture (suricata-verify's smtp-bug-5989 hides them behind differing first
+    copies; here the server just sends none before both close): not 'ok-no-mail'."""
+    conv = Conversation()
+    conv.handshake()
+    conv.server_sends(b"220 mx ESMTP\r\n")
+    conv.client_sends(b"EHLO a\r\n")
+    conv.server_sends(b"250 mx\r\n")
+    conv.client_sends(b"MAIL FROM:<a@b.example>\r\n")
+    conv.server_sends(b"250 ok\r\n")
+    conv.client_sends(b"RCPT TO:<c@d.example>\r\n")
+    conv.server_sends(b"250 ok\r\n")
+    conv.client_sends(b"DATA\r\n")
+    conv.server_sends(b"354 go\r\n")
+    conv.client_sends(b"Subject: x\r\n\r\nhi\r\n.\r\n")
+    conv.server_ack()
+    conv.close()
+    s = only_session(conv.write(tmp_path / "x.pcap"))
+    assert s.verdict.code == "capture-incomplete"
+    assert "sent a message" in s.verdict.summary and "no reply to it" in s.verdict.summary

@@ -23,6 +23,7 @@ from pcapsmtp.rules._common import (
     first_close,
     fmt_s,
     gaps,
+    message_pairs,
     orderly_close,
     other,
     quit_answered,
@@ -94,6 +95,16 @@ def delivered(session: Session) -> Finding | None:
     )
 
 
+def _unanswered_message(session: Session) -> Event | None:
+    """A whole message (body ended by '.', or BDAT LAST) with no reply to it."""
+    answered = {id(b) for b, _ in message_pairs(session) if b is not None}
+    for e in session.of_kind("smtp-body"):
+        whole = e.fields.get("last") if e.fields.get("chunk") else e.fields.get("complete")
+        if whole and id(e) not in answered:
+            return e
+    return None
+
+
 @rule
 def no_mail(session: Session) -> Finding | None:
     """``ok-no-mail``: the session ended in order without a message.
@@ -108,6 +119,21 @@ def no_mail(session: Session) -> Finding | None:
         return None
     if not data_events(session, "S"):
         return None  # no banner at all: not a dialogue (tcp rules speak)
+    sent = _unanswered_message(session)
+    if sent is not None:  # 'without a message' would be wrong
+        return Finding(
+            code="capture-incomplete",
+            summary=f"The client sent a message ({where(session, sent)}) and the capture "
+            "holds no reply to it, yet the session ended in order: a client waits for that "
+            f"reply, so the capture missed it (or holds something else in its place). "
+            f"{close_phrase(session)}",
+            evidence=[ev(sent, "message sent, no reply in the capture")],
+            cannot_prove="whether the server accepted the message",
+            next_step="the server's mail log for this time and client says whether it was "
+            "queued; capture on the server with `tcpdump -s 0`",
+            verdict=True,
+            severity="warning",
+        )
     q = quit_answered(session)
     last_cmd = commands(session)[-1] if commands(session) else None
     did = (f"the last command was {short(last_cmd.text)!r} ({where(session, last_cmd)})"
