@@ -117,6 +117,17 @@ def up_to_data(conv: Conversation | None = None) -> Conversation:
     return c
 
 
+def up_to_354(conv: Conversation) -> Conversation:
+    """MAIL, RCPT and DATA, each answered: the client may send a body next."""
+    conv.client_sends(b"MAIL FROM:<a@b.example>\r\n")
+    conv.server_sends(b"250 ok\r\n")
+    conv.client_sends(b"RCPT TO:<c@d.example>\r\n")
+    conv.server_sends(b"250 ok\r\n")
+    conv.client_sends(b"DATA\r\n")
+    conv.server_sends(b"354 go\r\n")
+    return conv
+
+
 def simple_session(conv: Conversation | None = None) -> Conversation:
     """A healthy plaintext session: banner, EHLO, one message, QUIT."""
     c = up_to_data(conv)

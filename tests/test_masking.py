@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from pcapsmtp.cli import main
 from pcapsmtp.masking import mask_auth_text
-from tests.craft_session import Conversation
+from tests.craft_session import Conversation, up_to_354
 
 SECRET = "dGVzdAB0ZXN0AHNlY3JldA=="  # base64 of "test\0test\0secret"
 OTHER = "dGVzdAB0ZXN0AHBhc3N3b3Jk"  # the same user, another password
@@ -65,12 +65,7 @@ def test_a_resent_auth_line_with_other_bytes_is_not_quoted(tmp_path: Path) -> No
 def test_a_resent_body_with_other_bytes_is_not_quoted(tmp_path: Path) -> None:
     conv = Conversation()
     _ehlo(conv, b"250 PIPELINING\r\n")
-    conv.client_sends(b"MAIL FROM:<a@b.example>\r\n")
-    conv.server_sends(b"250 ok\r\n")
-    conv.client_sends(b"RCPT TO:<c@d.example>\r\n")
-    conv.server_sends(b"250 ok\r\n")
-    conv.client_sends(b"DATA\r\n")
-    conv.server_sends(b"354 go\r\n")
+    up_to_354(conv)
     seq = conv.cseq
     conv.client_sends(f"Subject: x\r\n\r\n{SECRET}\r\n".encode())
     conv._pkt(True, "PA", f"Subject: x\r\n\r\n{OTHER}\r\n".encode(), seq=seq)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pcapsmtp.analyze import analyze
 from pcapsmtp.timeline import Session
-from tests.craft_session import Conversation, simple_session
+from tests.craft_session import Conversation, simple_session, up_to_354
 
 SIMPLE_DIALOGUE = [
     ("S", "220 mx.lab.example ESMTP Postfix"),
@@ -370,12 +370,7 @@ def test_a_message_without_a_reply_is_not_a_session_without_mail(tmp_path: Path)
     conv.server_sends(b"220 mx ESMTP\r\n")
     conv.client_sends(b"EHLO a\r\n")
     conv.server_sends(b"250 mx\r\n")
-    conv.client_sends(b"MAIL FROM:<a@b.example>\r\n")
-    conv.server_sends(b"250 ok\r\n")
-    conv.client_sends(b"RCPT TO:<c@d.example>\r\n")
-    conv.server_sends(b"250 ok\r\n")
-    conv.client_sends(b"DATA\r\n")
-    conv.server_sends(b"354 go\r\n")
+    up_to_354(conv)
     conv.client_sends(b"Subject: x\r\n\r\nhi\r\n.\r\n")
     conv.server_ack()
     conv.close()
