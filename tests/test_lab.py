@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +113,7 @@ def check_verdicts(pcap: Path) -> None:
         if wclient is not None:
             assert gclient == wclient
     for have, should in zip(report["sessions"], truth["sessions"], strict=True):
-        codes = {n["code"] for n in have["notes"]}
-        missing = set(should.get("facts", {}).get("notes", [])) - codes
-        assert not missing, f"{pcap.name}: notes {sorted(missing)} missing (got {codes})"
-        check_evidence_kinds(pcap.name, have, should.get("facts", {}).get("evidence_kinds", []))
+        check_facts(pcap.name, have, should.get("facts", {}))
     for secret in truth.get("secrets", []):
         assert secret not in output, f"{pcap.name}: a secret appears in pcapsmtp's output"
     keylog = truth.get("keylog")
@@ -127,6 +125,32 @@ def check_verdicts(pcap: Path) -> None:
         assert proc.returncode == 0, proc.stderr[-2000:]
         decrypted = [s["verdict"]["code"] for s in json.loads(proc.stdout)["sessions"]]
         assert decrypted == keylog["verdicts"], f"{pcap.name} decrypted: {decrypted}"
+
+
+def check_facts(name: str, session: dict[str, Any], facts: dict[str, Any]) -> None:
+    """The facts of a truth session that the report must bear out.
+
+    notes: note codes the session must carry (a code listed twice: at least two such
+    notes, e.g. one per direction); notes_absent: codes it must not carry; events: an
+    event of that kind whose fields include the given ones; events_absent: event kinds
+    that must not be on the timeline; evidence_kinds: see check_evidence_kinds.
+    """
+    codes = Counter(n["code"] for n in session["notes"])
+    missing = Counter(facts.get("notes", [])) - codes
+    assert not missing, f"{name}: notes {sorted(missing.elements())} missing (got {dict(codes)})"
+    unwanted = sorted(set(facts.get("notes_absent", [])) & set(codes))
+    assert not unwanted, f"{name}: notes {unwanted} present, the truth says they must not be"
+    kinds = Counter(e["kind"] for e in session["events"])
+    present = sorted(set(facts.get("events_absent", [])) & set(kinds))
+    assert not present, f"{name}: events {present} present, the truth says they must not be"
+    for want in facts.get("events", []):
+        fields = {k: v for k, v in want.items() if k != "kind"}
+        assert any(e["kind"] == want["kind"]
+                   and all(e["fields"].get(k) == v for k, v in fields.items())
+                   for e in session["events"]), (
+            f"{name}: no {want['kind']} event with {fields} "
+            f"(got {[e['fields'] for e in session['events'] if e['kind'] == want['kind']]})")
+    check_evidence_kinds(name, session, facts.get("evidence_kinds", []))
 
 
 def check_evidence_kinds(name: str, session: dict[str, Any], kinds: list[str]) -> None:
@@ -192,3 +216,20 @@ def test_every_sample_has_truth_and_readme_line() -> None:
     for pcap in COMMITTED:
         assert truth_for(pcap)["sessions"], pcap.name
         assert pcap.name in readme, f"{pcap.name} has no line in samples/README.md"
+
+
+def test_check_facts_can_fail() -> None:
+    """Each kind of fact fails when the report contradicts it (no lab needed)."""
+    note = {"code": "duplicate-packets"}
+    header = {"kind": "proxy-header", "fields": {"version": 2, "source": "192.0.2.10:40270"}}
+    session = {"notes": [note], "events": [header], "verdict": {"evidence": []}}
+    check_facts("ok", session, {"notes": ["duplicate-packets"], "notes_absent": ["x"],
+                                "events": [{"kind": "proxy-header", "version": 2}],
+                                "events_absent": ["tcp-retransmission"]})
+    for facts in ({"notes": ["duplicate-packets", "duplicate-packets"]},
+                  {"notes_absent": ["duplicate-packets"]},
+                  {"events_absent": ["proxy-header"]},
+                  {"events": [{"kind": "proxy-header", "source": "198.51.100.1:50270"}]},
+                  {"events": [{"kind": "tcp-retransmission"}]}):
+        with pytest.raises(AssertionError):
+            check_facts("bad", session, facts)
