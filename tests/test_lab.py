@@ -26,7 +26,8 @@ pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
-LAB_TOOLS = ("postfix", "swaks", "tcpdump", "nft", "ip", "openssl", "saslpasswd2", "ss")
+LAB_TOOLS = ("postfix", "swaks", "tcpdump", "nft", "ip", "openssl", "saslpasswd2", "ss",
+             "haproxy")
 
 
 def lab_unavailable() -> str | None:

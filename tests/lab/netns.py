@@ -18,6 +18,9 @@ CLI, RTR, SRV = "psl-cli", "psl-rtr", "psl-srv"
 NAMESPACES = (CLI, RTR, SRV)
 
 CLI4, RTR4_CLI, RTR4_SRV, SRV4 = "192.0.2.10", "192.0.2.1", "198.51.100.1", "198.51.100.25"
+# A second server address, used only by the router's HAProxy: Postfix serves the PROXY
+# protocol there (tests/lab/postfix.py MASTER_CF), plain SMTP on SRV4.
+SRV4_PROXIED = "198.51.100.26"
 CLI6, RTR6_CLI = "2001:db8:1::10", "2001:db8:1::1"
 RTR6_SRV, SRV6 = "2001:db8:2::1", "2001:db8:2::25"
 
@@ -115,6 +118,7 @@ def build() -> None:
     _addr(RTR, RTR_CLI_IF, f"{RTR4_CLI}/24", f"{RTR6_CLI}/64")
     _addr(RTR, RTR_SRV_IF, f"{RTR4_SRV}/24", f"{RTR6_SRV}/64")
     _addr(SRV, SRV_IF, f"{SRV4}/24", f"{SRV6}/64")
+    ns_run(SRV, ["ip", "addr", "add", f"{SRV4_PROXIED}/24", "dev", SRV_IF])
     _sysctl(RTR, "net.ipv4.ip_forward", "1")
     _sysctl(RTR, "net.ipv6.conf.all.forwarding", "1")
     for ns, gw4, gw6 in ((CLI, RTR4_CLI, RTR6_CLI), (SRV, RTR4_SRV, RTR6_SRV)):

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.lab.netns import SRV, SRV4, LabError, ns_run, run, wait_port
+from tests.lab.netns import SRV, SRV4, SRV4_PROXIED, SRV6, LabError, ns_run, run, wait_port
 
 HOSTNAME = "mx.lab.example"
 SASL_USER = "labuser"
@@ -29,8 +29,14 @@ grey@lab.example 450 4.2.0 Greylisted, try again later
 nobody@lab.example 550 5.1.1 User unknown
 """
 
-MASTER_CF = """\
-25 inet n - n - - smtpd
+# Port 25 per address, not the wildcard: the proxied service needs 25 on an address of its
+# own (a wildcard listener would hold the port). Postfix there reads HAProxy's PROXY header
+# first (smtpd_upstream_proxy_protocol), as a Postfix behind a load balancer does.
+MASTER_CF = f"""\
+{SRV4}:25 inet n - n - - smtpd
+[{SRV6}]:25 inet n - n - - smtpd
+{SRV4_PROXIED}:25 inet n - n - - smtpd
+  -o smtpd_upstream_proxy_protocol=haproxy
 587 inet n - n - - smtpd
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_tls_auth_only=no

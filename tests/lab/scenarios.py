@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,12 @@ from tests.lab.netns import (
     CLI6,
     CLI_IF,
     RTR,
+    RTR4_CLI,
     RTR4_SRV,
     RTR_SRV_IF,
     SRV,
     SRV4,
+    SRV4_PROXIED,
     SRV6,
     SRV_IF,
     LabError,
@@ -73,6 +77,9 @@ class Scenario:
     iface: str = SRV_IF
     snaplen: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set up before the capture starts and undone after it stops (so that its own
+    # probes never land in the capture): a network change, a helper daemon.
+    around: Callable[[Ctx], AbstractContextManager[Any]] | None = None
 
 
 @dataclass
@@ -95,8 +102,12 @@ def versions() -> str:
     sw = run(["swaks", "--version"], check=False).stdout.split("\n")[0].replace("swaks version ",
                                                                                "")
     ossl = run(["openssl", "version"], check=False).stdout.split()[1]
-    return (f"Postfix {pf}, swaks {sw}, OpenSSL {ossl}, Python {platform.python_version()}, "
-            f"Linux {platform.release()}")
+    hap = "?"
+    if shutil.which("haproxy"):
+        words = run(["haproxy", "-v"], check=False).stdout.split()
+        hap = words[2] if len(words) > 2 else "?"
+    return (f"Postfix {pf}, swaks {sw}, OpenSSL {ossl}, HAProxy {hap}, "
+            f"Python {platform.python_version()}, Linux {platform.release()}")
 
 
 def cli(cmd: list[str], timeout: float = CLIENT_TIMEOUT, input_: str | None = None) -> str:
@@ -209,12 +220,17 @@ def fake_server(ctx: Ctx) -> Iterator[None]:
         yield
 
 
+def helper_process(ns: str, module_args: list[str], port: int) -> AbstractContextManager[None]:
+    """``python -m MODULE ARGS`` in namespace ns until the block ends (see daemon)."""
+    return daemon(ns, [sys.executable, "-m", *module_args], port)
+
+
 @contextmanager
-def helper_process(ns: str, module_args: list[str], port: int) -> Iterator[None]:
-    """``python -m MODULE ARGS`` in namespace ns until the block ends; ready once it
-    listens on port; stopped (terminate, then kill) whatever happens."""
-    proc = subprocess.Popen(in_ns(ns, [sys.executable, "-m", *module_args]), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def daemon(ns: str, cmd: list[str], port: int, log: Path | None = None) -> Iterator[None]:
+    """cmd in namespace ns until the block ends, its output to log (or nowhere); ready once
+    it listens on port; stopped (terminate, then kill) whatever happens."""
+    out = log.open("wb") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(in_ns(ns, cmd), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_listen(ns, port)
         yield
@@ -225,6 +241,8 @@ def helper_process(ns: str, module_args: list[str], port: int) -> Iterator[None]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+        if log:
+            out.close()  # type: ignore[union-attr]
 
 
 def body_server_closes_on_clienthello(ctx: Ctx) -> str:
@@ -332,6 +350,47 @@ def body_pix_fixup(ctx: Ctx) -> str:
     """Pipelined MAIL/RCPT with RCPT split across segments, through the PIX look-alike."""
     with pix_proxy():
         return py("split-rcpt", lport=40210)
+
+
+HAPROXY_LISTEN = f"{RTR4_CLI}:25"
+HAPROXY_SOURCE = f"{RTR4_SRV}:50270"
+HAPROXY_CFG = f"""\
+# Written by tests/lab (scenario haproxy-proxy); run in the router namespace only.
+global
+    maxconn 16
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend smtp
+    bind {HAPROXY_LISTEN}
+    default_backend postfix
+backend postfix
+    # No 'check': health checks would be sessions of their own in the capture.
+    server mx {SRV4_PROXIED}:25 send-proxy-v2 source {HAPROXY_SOURCE}
+"""
+
+
+@contextmanager
+def haproxy(ctx: Ctx) -> Iterator[None]:
+    """A real HAProxy in the router, in the foreground with the lab's own config file
+    (never the machine's haproxy service), stopped whatever happens."""
+    workdir = Path(tempfile.mkdtemp(prefix="psl-haproxy-"))
+    cfg = workdir / "haproxy.cfg"
+    cfg.write_text(HAPROXY_CFG)
+    try:
+        run(["haproxy", "-c", "-q", "-f", str(cfg)])
+        with daemon(RTR, ["haproxy", "-db", "-f", str(cfg)], 25,
+                    log=ctx.logs / "haproxy-proxy.haproxy.log"):
+            yield
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def body_haproxy_proxy(ctx: Ctx) -> str:
+    """swaks to HAProxy in the router, which forwards to Postfix with a PROXY v2 header."""
+    return swaks(server=RTR4_CLI, lport=40270)
 
 
 # ---------------------------------------------------------------------------- the table
@@ -665,6 +724,30 @@ SCENARIOS: list[Scenario] = [
                                  rewritten="220 **** banner, XXXXXXXA")],
         real=False,
         log_expect=(r"connect from unknown\[198\.51\.100\.1\]",)),
+    Scenario(
+        "haproxy-proxy",
+        "One message through a real HAProxy (mode tcp) in the router, which forwards to "
+        "Postfix with a PROXY protocol v2 header (send-proxy-v2); Postfix reads it "
+        "(smtpd_upstream_proxy_protocol = haproxy) and logs the original client. Server "
+        "side the header is the client's first bytes, before the 220 greeting -- v2's "
+        "12-byte signature is \\r\\n\\r\\n\\0\\r\\nQUIT\\n -- so read as SMTP the session "
+        "looked like an early talker. The verdict is ok, the proxy-header event names the "
+        "swaks client 192.0.2.10:40270 (the session's client is HAProxy's 198.51.100.1:50270) "
+        "and the note behind-proxy says so; no pipelining-violation note.",
+        "swaks to 192.0.2.1:25, where HAProxy (foreground, the lab's own config, `server mx "
+        "198.51.100.26:25 send-proxy-v2 source 198.51.100.1:50270`, no health checks) "
+        "listens in the router namespace; Postfix serves 198.51.100.26:25 with -o "
+        "smtpd_upstream_proxy_protocol=haproxy (198.51.100.25:25 stays plain); "
+        "server-side capture (HAProxy to Postfix).",
+        body_haproxy_proxy,
+        [session(f"{RTR4_SRV}:50270", f"{SRV4_PROXIED}:25", "ok", closed_by="server",
+                 how="FIN", stage="quit", messages_accepted=1, proxy_version=2,
+                 notes=["behind-proxy"], notes_absent=["pipelining-violation"],
+                 events=[{"kind": "proxy-header", "version": 2, "command": "PROXY",
+                          "source": f"{CLI4}:40270", "destination": HAPROXY_LISTEN}],
+                 close_race=RACE)],
+        around=haproxy,
+        log_expect=(r"connect from unknown\[192\.0\.2\.10\]", r"status=sent")),
 ]
 
 
@@ -731,7 +814,8 @@ def run_scenario(ctx: Ctx, sc: Scenario) -> Result:
     specs = [(SRV, sc.iface, server_pcap)]
     if sc.two_sided:
         specs.append((CLI, CLI_IF, client_pcap))
-    with captures(specs, snaplen=sc.snaplen):
+    with sc.around(ctx) if sc.around else nullcontext(), \
+            captures(specs, snaplen=sc.snaplen):
         transcript = sc.body(ctx)
         leftovers = wait_quiet(CLI)
     log = ctx.pf.log_since(offset)
