@@ -31,6 +31,7 @@ from tests.lab.netns import (
     RTR,
     RTR4_CLI,
     RTR4_SRV,
+    RTR6_SRV,
     RTR_SRV_IF,
     SRV,
     SRV4,
@@ -39,9 +40,11 @@ from tests.lab.netns import (
     SRV_IF,
     LabError,
     in_ns,
+    ns_run,
     run,
     wait_listen,
     wait_quiet,
+    wait_reachable,
 )
 from tests.lab.postfix import SASL_PASSWORD, SASL_USER, Postfix, auth_plain_b64
 
@@ -80,6 +83,8 @@ class Scenario:
     # Set up before the capture starts and undone after it stops (so that its own
     # probes never land in the capture): a network change, a helper daemon.
     around: Callable[[Ctx], AbstractContextManager[Any]] | None = None
+    # Checks of the capture itself (problems found), for what Postfix's log cannot prove.
+    capture_expect: Callable[[Path], list[str]] | None = None
 
 
 @dataclass
@@ -391,6 +396,79 @@ def haproxy(ctx: Ctx) -> Iterator[None]:
 def body_haproxy_proxy(ctx: Ctx) -> str:
     """swaks to HAProxy in the router, which forwards to Postfix with a PROXY v2 header."""
     return swaks(server=RTR4_CLI, lport=40270)
+
+
+BRIDGE = "srv-br"
+
+
+def _ip_json(cmd: list[str]) -> list[dict[str, Any]]:
+    return json.loads(ns_run(SRV, ["ip", "-j", *cmd]).stdout or "[]")
+
+
+def _move_addresses(addrs: list[dict[str, Any]], src: str, dst: str) -> None:
+    """Global addresses of src onto dst, in their order (the primary first), and the
+    default routes with them."""
+    ns_run(SRV, ["ip", "addr", "flush", "dev", src, "scope", "global"])
+    for a in addrs:
+        extra = ["nodad"] if a["family"] == "inet6" else []
+        ns_run(SRV, ["ip", "addr", "add", f"{a['local']}/{a['prefixlen']}", "dev", dst,
+                     *extra])
+    ns_run(SRV, ["ip", "route", "replace", "default", "via", RTR4_SRV, "dev", dst])
+    ns_run(SRV, ["ip", "-6", "route", "replace", "default", "via", RTR6_SRV, "dev", dst])
+
+
+@contextmanager
+def server_on_bridge(ctx: Ctx) -> Iterator[None]:
+    """The server's interface becomes a port of a Linux bridge that takes its addresses
+    (and MAC), as on a host whose NIC is bridged for containers; undone afterwards."""
+    (link,) = _ip_json(["link", "show", "dev", SRV_IF])
+    addrs = [a for a in _ip_json(["addr", "show", "dev", SRV_IF])[0]["addr_info"]
+             if a.get("scope") == "global"]
+    ns_run(SRV, ["ip", "link", "add", "name", BRIDGE, "address", link["address"],
+                 "type", "bridge", "stp_state", "0"])
+    try:
+        ns_run(SRV, ["ip", "link", "set", "dev", SRV_IF, "master", BRIDGE])
+        ns_run(SRV, ["ip", "link", "set", "dev", BRIDGE, "up"])
+        _move_addresses(addrs, SRV_IF, BRIDGE)
+        wait_reachable()
+        yield
+    finally:
+        _move_addresses(addrs, BRIDGE, SRV_IF)
+        ns_run(SRV, ["ip", "link", "set", "dev", SRV_IF, "nomaster"])
+        ns_run(SRV, ["ip", "link", "del", "dev", BRIDGE])
+        wait_reachable()
+
+
+def body_any_bridge_dup(ctx: Ctx) -> str:
+    """swaks plaintext to Postfix behind the bridge."""
+    return swaks(lport=40280)
+
+
+def duplicated_on_two_interfaces(pcap: Path) -> list[str]:
+    """Every TCP segment of the capture is there twice, on two interface indexes
+    (SLL2), the copy within 1 ms: what any-bridge-dup must show."""
+    from scapy.layers.inet import TCP
+    from scapy.layers.l2 import CookedLinuxV2
+    from scapy.utils import PcapReader
+
+    seen: dict[tuple[Any, ...], list[tuple[int, float]]] = {}
+    with PcapReader(str(pcap)) as reader:
+        for pkt in reader:
+            if TCP not in pkt or CookedLinuxV2 not in pkt:
+                continue
+            tcp = pkt[TCP]
+            key = (tcp.underlayer.src, tcp.sport, tcp.seq, tcp.ack, int(tcp.flags),
+                   len(tcp.payload))
+            seen.setdefault(key, []).append((pkt[CookedLinuxV2].ifindex, float(pkt.time)))
+    single = [k for k, copies in seen.items()
+              if len({i for i, _ in copies}) < 2
+              or max(t for _, t in copies) - min(t for _, t in copies) > 0.001]
+    if not seen:
+        return [f"{pcap.name}: no TCP segments in a cooked (SLL2) capture"]
+    if single:
+        return [f"{pcap.name}: {len(single)} of {len(seen)} TCP segments not seen twice on "
+                f"two interfaces within 1 ms (first: {single[0]})"]
+    return []
 
 
 # ---------------------------------------------------------------------------- the table
@@ -748,6 +826,29 @@ SCENARIOS: list[Scenario] = [
                  close_race=RACE)],
         around=haproxy,
         log_expect=(r"connect from unknown\[192\.0\.2\.10\]", r"status=sent")),
+    Scenario(
+        "any-bridge-dup",
+        "One ordinary message in plaintext, captured with `tcpdump -i any` on a server whose "
+        "interface is a port of a Linux bridge that holds its address (a host bridged for "
+        "containers): every packet is captured twice, once on the bridge port and once on "
+        "the bridge, the copy within microseconds. The lab checks that every TCP segment, "
+        "both directions, appears on two interface indexes with the same seq, ack, flags "
+        "and length within 1 ms; tshark on the committed capture (-e sll.ifindex -e "
+        "tcp.seq_raw -e tcp.ack_raw -e tcp.len -e tcp.flags) shows 42 frames = 21 distinct "
+        "segments, each once on ifindex 2 (srv0) and once on ifindex 3 (srv-br), the copies "
+        "at most 11 µs apart. Not loss: the verdict is ok with a duplicate-packets note per "
+        "direction, no retransmissions note and no tcp-retransmission events.",
+        "In the server namespace srv0 becomes a port of bridge srv-br, which takes its MAC, "
+        "addresses and default routes (all undone after the scenario); swaks plaintext to "
+        "Postfix on 25; tcpdump -i any in the server namespace.",
+        body_any_bridge_dup,
+        [session(C + "40280", SERVER25, "ok", closed_by="server", how="FIN", stage="quit",
+                 messages_accepted=1,
+                 notes=["duplicate-packets", "duplicate-packets"],  # one per direction
+                 notes_absent=["retransmissions"], events_absent=["tcp-retransmission"],
+                 close_race=RACE)],
+        iface="any", around=server_on_bridge, capture_expect=duplicated_on_two_interfaces,
+        log_expect=(r"status=sent",)),
 ]
 
 
@@ -824,6 +925,8 @@ def run_scenario(ctx: Ctx, sc: Scenario) -> Result:
     files = [server_pcap]
     write_json(ctx.out / f"{sc.name}.truth.json", truth(sc, ctx, sc.sessions, "server"))
     problems = check_log(sc, log) + check_capture(server_pcap)
+    if sc.capture_expect and not problems:
+        problems += sc.capture_expect(server_pcap)
     problems += [f"{sc.name}: client socket still alive, killed: {ln}" for ln in leftovers]
     if sc.two_sided:
         write_json(ctx.out / f"{sc.name}.client.truth.json",
