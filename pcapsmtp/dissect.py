@@ -9,13 +9,13 @@ each chunk of each direction came from ("provenance").
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_right
 from collections import deque
 from typing import Any
 
 from dissectors import smtp
 from dissectors.tls import Desync, NotTls, TlsParser
+from pcapsmtp.decrypted import PlainAfterTls
 from pcapsmtp.jsonable import escape, plain_fields
 from pcapsmtp.masking import mask_session
 from pcapsmtp.packets import SYN, Segment, TooBig
@@ -100,8 +100,8 @@ class SessionBuilder:
         self.last_time = first.time
         self.has_data = False
         # Each direction's bytes from where TLS should start, until TLS proves itself (see
-        # _PlainAfterTls); None when not watching.
-        self._plain: _PlainAfterTls | None = None
+        # PlainAfterTls); None when not watching.
+        self._plain: PlainAfterTls | None = None
         self.client_isn = first.seq if first.flags & SYN and (first.src, first.sport) == client \
             else None
         self._fins: set[str] = set()
@@ -281,7 +281,7 @@ class SessionBuilder:
         d = ev.direction
         if self.tls is None:
             self.tls = TlsParser()
-            self._plain = _PlainAfterTls()
+            self._plain = PlainAfterTls()
         if self._plain is not None:
             self._plain.begin(d, ev.start, ev.pending if ev.pending_at is None else None)
         self._set_mode(d, "tls")
@@ -354,53 +354,6 @@ class SessionBuilder:
         if len(self.tail) == self.tail.maxlen:
             self.session.events_dropped += 1
         self.tail.append(event)
-
-
-class _PlainAfterTls:
-    """Watches both directions from where TLS should start after STARTTLS's 220, for
-    plaintext SMTP both ways instead (a capture of decrypted traffic).  Keeps each
-    direction's first bytes (at most RAW_KEEP, contiguous) until both have turned out
-    not to be TLS; gives up on a gap or when they run long."""
-
-    RAW_KEEP = 8192
-
-    def __init__(self) -> None:
-        self.start: dict[str, int] = {}
-        self.raw: dict[str, bytearray] = {}
-        self.failed: set[str] = set()
-        self.plain: set[str] = set()
-
-    def begin(self, d: str, at: int, pending: bytes | None) -> None:
-        self.start[d] = at
-        if pending is None:  # bytes after a hole: nothing contiguous to keep
-            self.failed.add(d)
-        self.raw[d] = bytearray(pending or b"")
-
-    def data(self, d: str, offset: int, data: bytes) -> None:
-        raw = self.raw.get(d)
-        if raw is None or d in self.failed:
-            return
-        if offset != self.start[d] + len(raw) or len(raw) + len(data) > self.RAW_KEEP:
-            self.failed.add(d)
-            return
-        raw += data
-
-    def not_tls(self, d: str, at: int) -> bool:
-        """The TLS parser found no TLS at ``at``: True once both sides are plaintext SMTP
-        from their TLS start (a command from the client, a reply from the server)."""
-        if d in self.failed or at != self.start.get(d):
-            return False
-        line = bytes(self.raw[d][:64])
-        looks = (_COMMAND_LINE.match(line) if d == "C" else _REPLY_LINE.match(line))
-        if looks is None:
-            self.failed.add(d)
-            return False
-        self.plain.add(d)
-        return self.plain == {"C", "S"}
-
-
-_COMMAND_LINE = re.compile(rb"(?i)(EHLO|HELO|MAIL FROM:|RCPT TO:|RSET|NOOP|QUIT|AUTH)[ \r\n]")
-_REPLY_LINE = re.compile(rb"[2-5]\d\d[ -]")
 
 
 _STREAM_EVENTS = {

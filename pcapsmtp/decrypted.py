@@ -1,0 +1,59 @@
+"""Captures of decrypted traffic: plaintext SMTP both ways where TLS should have begun.
+
+A TLS-inspecting device (or a decrypting export) writes the dialogue inside TLS as if
+it had been plaintext: after STARTTLS's 220 the client says EHLO again and the server
+answers, in the clear.  Real TLS ends cannot do that, so when both directions do it
+the session builder (dissect.py) reads the rest as the decrypted dialogue, as the
+key-log engine reads what tshark decrypts.  This module only watches and decides.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+class PlainAfterTls:
+    """Watches both directions from where TLS should start after STARTTLS's 220, for
+    plaintext SMTP both ways instead (a capture of decrypted traffic).  Keeps each
+    direction's first bytes (at most RAW_KEEP, contiguous) until both have turned out
+    not to be TLS; gives up on a gap or when they run long."""
+
+    RAW_KEEP = 8192
+
+    def __init__(self) -> None:
+        self.start: dict[str, int] = {}
+        self.raw: dict[str, bytearray] = {}
+        self.failed: set[str] = set()
+        self.plain: set[str] = set()
+
+    def begin(self, d: str, at: int, pending: bytes | None) -> None:
+        self.start[d] = at
+        if pending is None:  # bytes after a hole: nothing contiguous to keep
+            self.failed.add(d)
+        self.raw[d] = bytearray(pending or b"")
+
+    def data(self, d: str, offset: int, data: bytes) -> None:
+        raw = self.raw.get(d)
+        if raw is None or d in self.failed:
+            return
+        if offset != self.start[d] + len(raw) or len(raw) + len(data) > self.RAW_KEEP:
+            self.failed.add(d)
+            return
+        raw += data
+
+    def not_tls(self, d: str, at: int) -> bool:
+        """The TLS parser found no TLS at ``at``: True once both sides are plaintext SMTP
+        from their TLS start (a command from the client, a reply from the server)."""
+        if d in self.failed or at != self.start.get(d):
+            return False
+        line = bytes(self.raw[d][:64])
+        looks = (_COMMAND_LINE.match(line) if d == "C" else _REPLY_LINE.match(line))
+        if looks is None:
+            self.failed.add(d)
+            return False
+        self.plain.add(d)
+        return self.plain == {"C", "S"}
+
+
+_COMMAND_LINE = re.compile(rb"(?i)(EHLO|HELO|MAIL FROM:|RCPT TO:|RSET|NOOP|QUIT|AUTH)[ \r\n]")
+_REPLY_LINE = re.compile(rb"[2-5]\d\d[ -]")
