@@ -977,6 +977,9 @@ class SmtpParser:
         if code == 354 and self._c.mode == _HOLD and self._hold_kind == "DATA" and "DATA" in q:
             while q[0] != "DATA":  # replies were lost: 354 can only answer DATA
                 q.popleft()
+        elif code == 221 and "QUIT" in q:
+            while q[0] != "QUIT":  # replies were lost: 221 only answers QUIT (a 221 taken
+                q.popleft()  # for the end of a message would count it as accepted)
         if not q:
             return None
         if code == 334 and q[0] == "AUTH":

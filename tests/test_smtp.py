@@ -821,3 +821,16 @@ def test_gap_inside_multiline_reply_keeps_one_reply():
     assert (r.start, r.end, r.gap, r.answers) == (8, 52, True, "EHLO")
     assert r.truncated == 8 + 6  # "250-PIPE" before the gap, "NING\r\n" after it
     assert r.capabilities == ["8BITMIME"]
+
+
+def test_221_answers_quit_even_when_a_reply_before_it_is_missing():
+    """The 250 to the end of the message never made it into the capture: the 221 that
+    follows answers QUIT, not the message (which would then count as accepted)."""
+    ev = feed([
+        ("S", GREETING),
+        ("C", b"MAIL FROM:<a@b>\r\n"), ("S", b"250 ok\r\n"),
+        ("C", b"RCPT TO:<c@d>\r\n"), ("S", b"250 ok\r\n"),
+        ("C", b"DATA\r\n"), ("S", b"354 go\r\n"),
+        ("C", b"hi\r\n.\r\nQUIT\r\n"), ("S", b"221 bye\r\n"),
+    ])  # fmt: skip
+    assert [(r.code, r.answers) for r in of(ev, Reply)][-1] == (221, "QUIT")
