@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
+
 from pcapsmtp.analyze import analyze
 from pcapsmtp.timeline import Session
 from tests.craft_session import Conversation, simple_session, up_to_354
@@ -377,3 +379,36 @@ def test_a_message_without_a_reply_is_not_a_session_without_mail(tmp_path: Path)
     s = only_session(conv.write(tmp_path / "x.pcap"))
     assert s.verdict.code == "capture-incomplete"
     assert "sent a message" in s.verdict.summary and "no reply to it" in s.verdict.summary
+
+
+@pytest.mark.parametrize("reply", [b"403 4.7.0 TLS handshake failed.\r\n",
+                                   b"450 TLS negotiation failure\r\n"])
+def test_a_plaintext_failure_reply_to_a_client_hello_is_a_failed_handshake(
+        tmp_path: Path, reply: bytes) -> None:
+    """Sendmail (403) and GroupWise (450) give up a TLS handshake by saying so in SMTP,
+    in plaintext (DESIGN's real cases; neither is in the lab, so crafted).  That is the
+    handshake failing at the server -- not 'the server does not speak TLS here'."""
+    from tests.tls_fixtures import client_hello_record, sni_ext
+
+    conv = _up_to_starttls_220()
+    conv.client_sends(client_hello_record([0x0005, 0x000A], [sni_ext("mx.example")]))
+    conv.server_sends(reply)
+    conv.close()
+    s = only_session(conv.write(tmp_path / "x.pcap"))
+    assert s.verdict.code == "tls-closed-during-handshake"
+    text = reply.decode().strip()
+    assert f"plaintext SMTP reply, `{text}`" in s.verdict.summary
+    assert "does not speak TLS" not in s.verdict.summary
+    assert "all of them legacy" in s.verdict.summary  # what the server judged
+
+
+def test_a_plaintext_greeting_on_465_is_still_a_tls_mode_mismatch(tmp_path: Path) -> None:
+    from tests.tls_fixtures import client_hello_record, sni_ext
+
+    conv = Conversation(sport=465)
+    conv.handshake()
+    conv.client_sends(client_hello_record([0x1301], [sni_ext("mx.example")]))
+    conv.server_sends(b"220 mx ESMTP\r\n")
+    conv.close()
+    s = only_session(conv.write(tmp_path / "x.pcap"))
+    assert "does not speak TLS" in s.verdict.summary

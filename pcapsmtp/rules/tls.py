@@ -7,6 +7,8 @@ and which are read from sizes and order.
 
 from __future__ import annotations
 
+import re
+
 from dissectors.tls import alert_name, suite_name, version_name
 from pcapsmtp.rules import Finding, needs, rule
 from pcapsmtp.rules._common import (
@@ -333,9 +335,18 @@ def closed_during_handshake(session: Session) -> Finding | None:
     )
 
 
+#: A plaintext SMTP failure reply where TLS records belonged: Sendmail's "403 4.7.0 TLS
+#: handshake failed.", GroupWise's "450 TLS negotiation failure".
+_FAILURE_REPLY = re.compile(r"[45]\d\d[ -]")
+
+
 def _server_plaintext(session: Session, n: Event) -> Finding | None:
-    """The server answers TLS with plaintext: a port/TLS-mode mismatch, not a broken handshake."""
+    """The server answers TLS with plaintext: a port/TLS-mode mismatch, not a broken handshake
+    -- unless, after STARTTLS, it is a 4xx/5xx reply: the server gave up the handshake and
+    said so in SMTP (Sendmail, GroupWise), which the DESIGN's real cases name."""
     preview = str(f(n, "preview", default=""))
+    if not session.implicit_tls and _FAILURE_REPLY.match(preview):
+        return _handshake_failed_reply(session, n, preview)
     closing, c = _close_text(session, n)
     port = session.server[1]
     hint = (f" On port {port} the client expects implicit TLS and the server greets in "
@@ -355,6 +366,31 @@ def _server_plaintext(session: Session, n: Event) -> Finding | None:
         cannot_prove="whether a proxy in between answers instead of the real server",
         next_step="check which port/TLS mode each side is configured for (implicit TLS on 465, "
         "STARTTLS on 25/587); `openssl s_client -connect host:465` shows the same",
+        verdict=True,
+        severity="error",
+    )
+
+
+def _handshake_failed_reply(session: Session, n: Event, preview: str) -> Finding:
+    reply = preview.split("\\r\\n")[0].split("\\n")[0]
+    closing, c = _close_text(session, n)
+    h = hello(session)
+    after = f"the client's ClientHello ({where(session, h)}: {offered(session)})" \
+        if h is not None else "the client's first TLS bytes"
+    evidence = [ev(x, what) for x, what in (
+        (h, "ClientHello"), (n, f"server, in plaintext: {reply}"), (c, None)) if x is not None]
+    return Finding(
+        code="tls-closed-during-handshake",
+        summary=f"The TLS handshake failed at the server: after {after} it sent no "
+        f"ServerHello and no alert but a plaintext SMTP reply, `{reply}` "
+        f"({where(session, n)}), as Sendmail and GroupWise do when they give up a "
+        f"handshake; {closing}.",
+        evidence=evidence,
+        cannot_prove="why the server gave up: the ClientHello above is what it judged; its "
+        "TLS log names the reason",
+        next_step="check the server's log at this time (Sendmail: 'STARTTLS=server, error: "
+        "accept failed', with the OpenSSL reason); compare the offered versions/suites with "
+        "its TLS settings",
         verdict=True,
         severity="error",
     )
