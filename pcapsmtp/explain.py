@@ -144,7 +144,9 @@ EXPLANATIONS: dict[str, Explanation] = {
     "tls-closed-during-handshake": Explanation(
         "The TLS handshake stopped with a FIN or RST and no alert, at a named stage (FIN "
         "during ClientHello, after ServerHelloDone, after the client's Finished...). Also: a "
-        "ClientHello on a plaintext port, or a plaintext greeting where TLS was expected.",
+        "ClientHello on a plaintext port, a plaintext greeting where TLS was expected, or a "
+        "server that gives up the handshake with a plaintext 4xx reply (Sendmail's 403, "
+        "GroupWise's 450).",
         "TLS began (STARTTLS accepted or port 465) and the handshake never completed; the last "
         "handshake message and the first close name the stage and who gave up. An alert the "
         "other side sends after that close (a client answering a bare FIN with decode_error) "
