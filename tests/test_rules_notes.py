@@ -37,6 +37,26 @@ def test_not_yet_valid_and_self_signed() -> None:
     assert "certificate-self-signed" in n
 
 
+def test_certificate_name_against_the_sni() -> None:
+    """DESIGN's 'name mismatch' note: the SNI the client sent against the leaf's names
+    (SANs, else the CN); a wildcard covers exactly one left-most label."""
+    assert "certificate-name-mismatch" not in notes(tls_session())  # CN=mx.example
+    assert "certificate-name-mismatch" not in notes(tls_session(subject="CN=*.example"))
+    n = notes(tls_session(subject="CN=mail.other.example"))
+    assert "asked for mx.example (SNI)" in n["certificate-name-mismatch"]
+    assert "names mail.other.example" in n["certificate-name-mismatch"]
+
+    def with_sans(*sans: str) -> Session:
+        s = tls_session(subject="CN=unrelated.example")
+        (cert,) = [e for e in s.events if e.kind == "tls-certificate"]
+        cert.fields["certificates"][0]["sans"] = list(sans)
+        return s
+
+    assert "certificate-name-mismatch" not in notes(with_sans("smtp.example", "MX.example."))
+    assert "certificate-name-mismatch" in notes(with_sans("*.mx.example"))  # one label only
+    assert "certificate-name-mismatch" in notes(with_sans("a.mx.example", "example"))
+
+
 def test_old_tls_negotiated() -> None:
     b = SessionBuilder().handshake().banner().ehlo().starttls()
     s = b.client_hello(versions=(), legacy_version=0x0301).server_hello(0x0301).fin("S").build()

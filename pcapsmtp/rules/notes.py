@@ -85,6 +85,21 @@ def certificate(session: Session) -> list[Finding]:
                 evidence=[ev(e, f"certificate {name}, notBefore {_get(leaf, 'not_before')}")],
                 next_step="check both hosts' clocks (NTP)",
                 severity="warning"))
+        mismatch = _name_mismatch(session, leaf)
+        if mismatch is not None:
+            sni, names = mismatch
+            out.append(Finding(
+                code="certificate-name-mismatch",
+                summary=f"The client asked for {sni} (SNI) but the {who(e.direction)}'s "
+                f"certificate ({where(session, e)}) names {', '.join(names[:4]) or 'no host'}"
+                f"{' and more' if len(names) > 4 else ''}: clients that verify the name "
+                "(DANE-EE/TA with a name check, MTA-STS, submission clients) refuse it.",
+                evidence=[ev(e, f"certificate for {', '.join(names[:2]) or name}")],
+                cannot_prove="whether this client verifies names (most MTAs delivering to MX "
+                "hosts do not, unless MTA-STS or DANE says so)",
+                next_step=f"add {sni} to the certificate's names, or point the MX/SNI at a "
+                "name the certificate holds",
+                severity="warning"))
         if _get(leaf, "self_signed"):
             out.append(Finding(
                 code="certificate-self-signed",
@@ -94,6 +109,25 @@ def certificate(session: Session) -> list[Finding]:
                 next_step="use a certificate from a public CA, or publish a matching TLSA record",
                 severity="info"))
     return out
+
+
+def _name_mismatch(session: Session, leaf: Any) -> tuple[str, list[str]] | None:
+    """(SNI, the certificate's names) when the client named a host (SNI) that none of
+    the names covers (RFC 6125: a wildcard stands for one whole left-most label)."""
+    hello = next(iter(session.of_kind("tls-client-hello")), None)
+    sni = f(hello, "sni") if hello is not None else None
+    if not isinstance(sni, str) or not sni:
+        return None
+    names = [str(n) for n in (_get(leaf, "sans") or [])]
+    if not names and _get(leaf, "common_name"):
+        names = [str(_get(leaf, "common_name"))]
+    want = sni.lower().rstrip(".")
+    for n in names:
+        n = n.lower().rstrip(".")
+        if n == want or (n.startswith("*.") and "." in want
+                         and want.split(".", 1)[1] == n[2:] and want.split(".", 1)[0]):
+            return None
+    return sni, names
 
 
 @rule
