@@ -980,6 +980,9 @@ class SmtpParser:
         elif code == 221 and "QUIT" in q:
             while q[0] != "QUIT":  # replies were lost: 221 only answers QUIT (a 221 taken
                 q.popleft()  # for the end of a message would count it as accepted)
+        elif code in (235, 535) and "AUTH" in q:
+            while q[0] != "AUTH":  # 235/535 only answer AUTH (RFC 4954)
+                q.popleft()
         if not q:
             return None
         if code == 334 and q[0] == "AUTH":

@@ -834,3 +834,14 @@ def test_221_answers_quit_even_when_a_reply_before_it_is_missing():
         ("C", b"hi\r\n.\r\nQUIT\r\n"), ("S", b"221 bye\r\n"),
     ])  # fmt: skip
     assert [(r.code, r.answers) for r in of(ev, Reply)][-1] == (221, "QUIT")
+
+
+def test_235_answers_auth_even_when_a_reply_before_it_is_missing():
+    """The EHLO reply was lost (a gap, say): the 235 still ends the AUTH exchange, so
+    the next line is a command again, not masked credentials."""
+    ev = feed([
+        ("S", GREETING),
+        ("C", b"EHLO c\r\nAUTH PLAIN dGVzdA==\r\n"), ("S", b"235 2.7.0 ok\r\n"),
+        ("C", b"MAIL FROM:<a@b>\r\n"), ("S", b"250 ok\r\n"),
+    ])  # fmt: skip
+    assert [(r.code, r.answers) for r in of(ev, Reply)][1:] == [(235, "AUTH"), (250, "MAIL")]
