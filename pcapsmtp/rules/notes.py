@@ -93,7 +93,7 @@ def certificate(session: Session) -> list[Finding]:
                 summary=f"The client asked for {sni} (SNI) but the {who(e.direction)}'s "
                 f"certificate ({where(session, e)}) names {', '.join(names[:4]) or 'no host'}"
                 f"{' and more' if len(names) > 4 else ''}: clients that verify the name "
-                "(DANE-EE/TA with a name check, MTA-STS, submission clients) refuse it.",
+                "(DANE-TA, MTA-STS, mail clients on submission) refuse it.",
                 evidence=[ev(e, f"certificate for {', '.join(names[:2]) or name}")],
                 cannot_prove="whether this client verifies names (most MTAs delivering to MX "
                 "hosts do not, unless MTA-STS or DANE says so)",
