@@ -191,6 +191,17 @@ def body_no_shared_cipher(ctx: Ctx) -> str:
                 "-servername", "mx.lab.example"], input_="QUIT\r\n", timeout=20)
 
 
+def body_cert_name_mismatch(ctx: Ctx) -> str:
+    """openssl s_client, TLS 1.2 (the certificate travels in clear), SNI a name the lab's
+    certificate (mx.lab.example only) does not hold; QUIT inside TLS (-ign_eof: the line
+    is sent, not taken as s_client's Q command, and s_client waits for the server's
+    close)."""
+    return cli(["openssl", "s_client", "-connect", SERVER25, "-bind", f"{CLI4}:40290",
+                "-starttls", "smtp", "-name", "client.lab.example", "-tls1_2",
+                "-servername", "other.lab.example", "-ign_eof"], input_="QUIT\r\n",
+               timeout=20)
+
+
 def body_smtps_ok(ctx: Ctx) -> str:
     """swaks --tlsc (TLS on connect) on 465."""
     return swaks("--tlsc", port=465, lport=40090)
@@ -507,7 +518,9 @@ SCENARIOS: list[Scenario] = [
         body_tls_client_silent,
         [session(C + "40030", SERVER25, "tls-client-silent-after-handshake",
                  closed_by="server", how="FIN", stage="tls-established",
-                 tls_version="TLSv1.2", server_waited_s=5)],
+                 tls_version="TLSv1.2", server_waited_s=5,
+                 # control for cert-name-mismatch: SNI mx.lab.example, the certificate's name
+                 notes_absent=["certificate-name-mismatch"])],
         log_expect=(r"timeout after (STARTTLS|END-OF-MESSAGE|CONNECT)",)),
     Scenario(
         "starttls-454",
@@ -829,6 +842,25 @@ SCENARIOS: list[Scenario] = [
                  close_race=RACE)],
         around=haproxy,
         log_expect=(r"connect from unknown\[192\.0\.2\.10\]", r"status=sent")),
+    Scenario(
+        "cert-name-mismatch",
+        "STARTTLS on 25 with TLS 1.2, so the server's certificate travels in clear; the "
+        "client's SNI is other.lab.example, a name the lab's certificate (CN and only SAN "
+        "mx.lab.example) does not hold. Postfix has no SNI map and serves its one "
+        "certificate anyway; the handshake completes and the client sends QUIT inside TLS. "
+        "Postfix answers 221 and closes (close_notify, FIN); s_client's own close_notify "
+        "then meets the closed socket (RST). Nothing died: the verdict is ok and the report "
+        "carries a certificate-name-mismatch note (SNI other.lab.example, certificate "
+        "mx.lab.example).",
+        "openssl s_client -starttls smtp -tls1_2 -servername other.lab.example -ign_eof "
+        "-bind 192.0.2.10:40290 to Postfix on 25, stdin QUIT; server-side capture.",
+        body_cert_name_mismatch,
+        [session(C + "40290", SERVER25, "ok", closed_by="server", how="FIN",
+                 stage="tls-established", tls_version="TLSv1.2",
+                 message_accepted="none sent (QUIT only; encrypted)",
+                 certificate_names=["mx.lab.example"], notes=["certificate-name-mismatch"],
+                 events=[{"kind": "tls-client-hello", "sni": "other.lab.example"}])],
+        log_expect=(r"TLS connection established from .*TLSv1\.2", r"starttls=1.*quit=1")),
     Scenario(
         "any-bridge-dup",
         "One ordinary message in plaintext, captured with `tcpdump -i any` on a server whose "
