@@ -28,18 +28,30 @@ class PlainAfterTls:
 
     def begin(self, d: str, at: int, pending: bytes | None) -> None:
         self.start[d] = at
+        self.raw[d] = bytearray()
         if pending is None:  # bytes after a hole: nothing contiguous to keep
-            self.failed.add(d)
-        self.raw[d] = bytearray(pending or b"")
+            self._fail(d)
+        elif pending:
+            self.data(d, at, pending)
 
     def data(self, d: str, offset: int, data: bytes) -> None:
         raw = self.raw.get(d)
         if raw is None or d in self.failed:
             return
-        if offset != self.start[d] + len(raw) or len(raw) + len(data) > self.RAW_KEEP:
-            self.failed.add(d)
+        if offset != self.start[d] + len(raw) or len(raw) + len(data) > self.RAW_KEEP \
+                or (not raw and data[:1] in _TLS_FIRST):
+            self._fail(d)  # a hole, too long, or a TLS record: no plaintext to find here
             return
         raw += data
+
+    @property
+    def done(self) -> bool:
+        """Both directions decided against plaintext: nothing left to watch."""
+        return len(self.failed) == 2
+
+    def _fail(self, d: str) -> None:
+        self.failed.add(d)
+        self.raw[d] = bytearray()  # not kept for the rest of the session
 
     def not_tls(self, d: str, at: int) -> bool:
         """The TLS parser found no TLS at ``at``: True once both sides are plaintext SMTP
@@ -55,5 +67,7 @@ class PlainAfterTls:
         return self.plain == {"C", "S"}
 
 
+# First bytes of a TLS record (change_cipher_spec .. heartbeat) or an SSLv2 hello.
+_TLS_FIRST = frozenset(bytes([b]) for b in (0x14, 0x15, 0x16, 0x17, 0x18, 0x80))
 _COMMAND_LINE = re.compile(rb"(?i)(EHLO|HELO|MAIL FROM:|RCPT TO:|RSET|NOOP|QUIT|AUTH)[ \r\n]")
 _REPLY_LINE = re.compile(rb"[2-5]\d\d[ -]")

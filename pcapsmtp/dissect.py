@@ -102,6 +102,10 @@ class SessionBuilder:
         # Each direction's bytes from where TLS should start, until TLS proves itself (see
         # PlainAfterTls); None when not watching.
         self._plain: PlainAfterTls | None = None
+        if implicit_tls:  # TLS is due from the first byte (port 465)
+            self._plain = PlainAfterTls()
+            for d in ("C", "S"):
+                self._plain.begin(d, 0, b"")
         self.client_isn = first.seq if first.flags & SYN and (first.src, first.sport) == client \
             else None
         self._fins: set[str] = set()
@@ -187,6 +191,8 @@ class SessionBuilder:
                 prov.times.append(ev.time)
             if self._plain is not None:
                 self._plain.data(d, ev.offset, ev.data)
+                if self._plain.done:
+                    self._plain = None
             parser = self._parsers[d]
             if parser is not None:
                 out = parser.receive(d, ev.data, ev.offset)
@@ -264,13 +270,12 @@ class SessionBuilder:
         assert plain is not None
         self.head = [e for e in self.head if e.kind != "tls-not-tls"]
         self.tail = deque((e for e in self.tail if e.kind != "tls-not-tls"), self.tail.maxlen)
-        parser = smtp.SmtpParser(after_starttls=True)
-        at = min(plain.start.values())
-        d0 = min(plain.start, key=plain.start.get)  # type: ignore[arg-type]
-        frame, time = self._where(d0, plain.start[d0])
+        implicit = self.session.implicit_tls  # then the server's greeting is in there too
+        parser = smtp.SmtpParser(after_starttls=not implicit)
+        frame, time = min(self._where(d, at) for d, at in plain.start.items())
         self._emit(Event(time, frame, "", "note", "(the dialogue goes on in plaintext: this "
                          "capture holds TLS decrypted)",
-                         fields={"what": "plaintext-after-tls-start", "offset": at}))
+                         fields={"what": "plaintext-after-tls-start", "implicit_tls": implicit}))
         for d in ("C", "S"):
             self.mode[d] = "decrypted"
             self._parsers[d] = parser

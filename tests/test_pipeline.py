@@ -412,3 +412,24 @@ def test_a_plaintext_greeting_on_465_is_still_a_tls_mode_mismatch(tmp_path: Path
     conv.close()
     s = only_session(conv.write(tmp_path / "x.pcap"))
     assert "does not speak TLS" in s.verdict.summary
+
+
+def test_plaintext_both_ways_on_465_is_read_as_smtp(tmp_path: Path) -> None:
+    """Port 465 in a decrypted export (or plaintext SMTP on that port): the server greets
+    and the client answers in the clear.  Read as SMTP -- not 'the server does not speak
+    TLS here', which is for a server answering a real ClientHello with plaintext."""
+    conv = Conversation(sport=465)
+    conv.handshake()
+    conv.server_sends(b"220 mx ESMTP\r\n")
+    conv.client_sends(b"EHLO a\r\n")
+    conv.server_sends(b"250 mx\r\n")
+    up_to_354(conv)
+    conv.client_sends(b"hi\r\n.\r\nQUIT\r\n")
+    conv.server_sends(b"250 queued\r\n221 bye\r\n")
+    conv.close()
+    s = only_session(conv.write(tmp_path / "x.pcap"))
+    assert s.verdict.code == "ok"
+    (note,) = [n for n in s.notes if n.code == "decrypted-capture"]
+    assert "On port 465" in note.summary
+    assert [r.fields["answers"] for r in kinds(s, "smtp-reply")][:2] == ["CONNECT", "EHLO"]
+    assert not kinds(s, "tls-not-tls")

@@ -290,12 +290,19 @@ def decrypted_capture(session: Session) -> Finding | None:
     if not marks:
         return None
     m = marks[0]
+    if m.fields.get("implicit_tls"):
+        what = (f"On port {session.server[1]}, where TLS is due from the first byte, both "
+                f"sides spoke plaintext SMTP ({where(session, m)}): this capture holds the TLS "
+                "dialogue decrypted (as a TLS-inspecting device or a decrypting export writes "
+                "it), or both ends use plaintext on this port; read here as the dialogue.")
+    else:
+        what = (f"After STARTTLS was accepted, both sides went on in plaintext SMTP "
+                f"({where(session, m)}): this capture holds the TLS dialogue decrypted (as a "
+                "TLS-inspecting device or a decrypting export writes it), read here as the "
+                "dialogue inside TLS.")
     return Finding(
         code="decrypted-capture",
-        summary=f"After STARTTLS was accepted, both sides went on in plaintext SMTP "
-        f"({where(session, m)}): this capture holds the TLS dialogue decrypted (as a "
-        "TLS-inspecting device or a decrypting export writes it), read here as the dialogue "
-        "inside TLS.",
+        summary=what,
         evidence=[ev(m)],
         cannot_prove="anything about the TLS handshake itself (versions, certificate): the "
         "export does not carry it",
