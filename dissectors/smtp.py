@@ -152,6 +152,10 @@ _ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if c !=
 _PLAIN = re.compile(rb"[\x09\x20-\x7e]*\Z")
 # A reply line _REPLY_LINE matches whose display is the line itself decoded (see _PLAIN).
 _PLAIN_REPLY = re.compile(rb"\d{3}(?:[ -][\x09\x20-\x7e]*)?\Z").match
+# Replies that answer one verb only: when the oldest command waiting is another one, the
+# replies in between were lost (a 221 taken for the end of a message would count it as
+# accepted).  235/535: RFC 4954.
+_ONLY_ANSWERS = {354: "DATA", 221: "QUIT", 235: "AUTH", 535: "AUTH"}
 # Verbs whose reply changes the parser's state (_after_reply).
 _STATEFUL_ANSWERS = frozenset({"DATA", "STARTTLS", "AUTH"})
 
@@ -974,14 +978,10 @@ class SmtpParser:
     def _pair(self, code: int | None) -> str | None:
         """The verb this reply answers: the oldest command still waiting for one."""
         q = self._pending
-        if code == 354 and self._c.mode == _HOLD and self._hold_kind == "DATA" and "DATA" in q:
-            while q[0] != "DATA":  # replies were lost: 354 can only answer DATA
-                q.popleft()
-        elif code == 221 and "QUIT" in q:
-            while q[0] != "QUIT":  # replies were lost: 221 only answers QUIT (a 221 taken
-                q.popleft()  # for the end of a message would count it as accepted)
-        elif code in (235, 535) and "AUTH" in q:
-            while q[0] != "AUTH":  # 235/535 only answer AUTH (RFC 4954)
+        only = _ONLY_ANSWERS.get(code)  # type: ignore[arg-type]
+        if only is not None and only in q and (
+                code != 354 or (self._c.mode == _HOLD and self._hold_kind == "DATA")):
+            while q[0] != only:  # the replies before it were lost
                 q.popleft()
         if not q:
             return None

@@ -61,7 +61,7 @@ class PlainAfterTls:
         line = bytes(self.raw[d][:64])
         looks = (_COMMAND_LINE.match(line) if d == "C" else _REPLY_LINE.match(line))
         if looks is None:
-            self.failed.add(d)
+            self._fail(d)
             return False
         self.plain.add(d)
         return self.plain == {"C", "S"}

@@ -60,15 +60,12 @@ def _hidden_ranges(events: list[Event]) -> list[tuple[int, int, str]]:
 
 def _covering(ranges: list[tuple[int, int, str]], starts: list[int], lo: int,
               hi: int) -> str | None:
-    """What a hidden range overlapping [lo, hi) holds, if one does."""
+    """What a hidden range overlapping [lo, hi) holds, if one does.  The ranges are lines
+    and bodies of one stream, so disjoint: only the last one starting before ``hi`` can
+    reach into it."""
     i = bisect_right(starts, hi - 1) - 1
-    while i >= 0:
-        start, end, what = ranges[i]
-        if end > lo:
-            return what
-        if start < lo - 65536:  # ranges are short next to that; stop looking back
-            break
-        i -= 1
+    if i >= 0 and ranges[i][1] > lo:
+        return ranges[i][2]
     return None
 
 

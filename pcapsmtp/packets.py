@@ -341,7 +341,7 @@ class Decoder:
                 payload, promised, nxt = got
                 return self._ipv6_tail(frame, payload, 0, len(payload), promised, nxt,
                                        src, dst)
-            hlen = (data[h + 1] + 2) * 4 if nxt == 51 else (data[h + 1] + 1) * 8
+            hlen = _ext_len(data, h, nxt)
             nxt = data[h]
             h += hlen
             remaining -= hlen
@@ -357,7 +357,7 @@ class Decoder:
             if h + 8 > end:
                 self.stats.malformed += 1
                 return None
-            hlen = (data[h + 1] + 2) * 4 if nxt == 51 else (data[h + 1] + 1) * 8
+            hlen = _ext_len(data, h, nxt)
             nxt = data[h]
             h += hlen
             promised -= hlen
@@ -477,6 +477,12 @@ class Decoder:
         return (hash(src) ^ hash(dst) ^ sport ^ dport) % count == index
 
 
+def _ext_len(data: bytes, h: int, nxt: int) -> int:
+    """Length of the IPv6 extension header at ``h`` (of type ``nxt``): AH (51) counts in
+    4-byte units less 2, the others in 8-byte units less 1 (RFC 4302, RFC 8200)."""
+    return (data[h + 1] + 2) * 4 if nxt == 51 else (data[h + 1] + 1) * 8
+
+
 # ---- what an ICMP message quotes (module functions: no state) ------------------------
 
 _Quoted = tuple[bytes, bytes, int, int, int]  # raw src, raw dst, sport, dport, seq
@@ -509,7 +515,7 @@ def _quoted_tcp6(data: bytes, q: int, end: int) -> _Quoted | None:
                 return None  # a later fragment: no TCP header in it
             hlen = 8
         else:
-            hlen = (data[h + 1] + 2) * 4 if nxt == 51 else (data[h + 1] + 1) * 8
+            hlen = _ext_len(data, h, nxt)
         nxt = data[h]
         h += hlen
     if nxt != _TCP or end - h < 8:

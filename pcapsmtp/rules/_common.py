@@ -140,6 +140,15 @@ FROM_PATH = frozenset({"icmp-too-big"})
 NOT_DATA = ("tcp-", "icmp-")
 
 
+def plaintext_after_tls(session: Session) -> Event | None:
+    """The mark dissect.py leaves where both sides spoke plaintext SMTP instead of TLS (a
+    capture of decrypted traffic), if it did."""
+    for e in session.of_kind("note"):
+        if e.fields.get("what") == "plaintext-after-tls-start":
+            return e
+    return None
+
+
 def data_events(session: Session, direction: str) -> list[Event]:
     """Events that prove ``direction`` sent application bytes (not bare TCP flags, not
     ICMP from the path)."""

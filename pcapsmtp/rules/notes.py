@@ -19,6 +19,7 @@ from pcapsmtp.rules._common import (
     fmt_s,
     greeting,
     message_pairs,
+    plaintext_after_tls,
     reply_class,
     where,
     who,
@@ -122,10 +123,10 @@ def _name_mismatch(session: Session, leaf: Any) -> tuple[str, list[str]] | None:
     if not names and _get(leaf, "common_name"):
         names = [str(_get(leaf, "common_name"))]
     want = sni.lower().rstrip(".")
+    label, dot, parent = want.partition(".")
     for n in names:
         n = n.lower().rstrip(".")
-        if n == want or (n.startswith("*.") and "." in want
-                         and want.split(".", 1)[1] == n[2:] and want.split(".", 1)[0]):
+        if n == want or (n.startswith("*.") and label and dot and parent == n[2:]):
             return None
     return sni, names
 
@@ -285,11 +286,9 @@ def decrypted_capture(session: Session) -> Finding | None:
     Real TLS ends cannot do that, so the capture holds the dialogue inside TLS as some
     device decrypted it; the rules then read it as the key-log engine's decrypted SMTP.
     """
-    marks = [e for e in session.of_kind("note")
-             if e.fields.get("what") == "plaintext-after-tls-start"]
-    if not marks:
+    m = plaintext_after_tls(session)
+    if m is None:
         return None
-    m = marks[0]
     if m.fields.get("implicit_tls"):
         what = (f"On port {session.server[1]}, where TLS is due from the first byte, both "
                 f"sides spoke plaintext SMTP ({where(session, m)}): this capture holds the TLS "

@@ -13,6 +13,7 @@ from pcapsmtp.rules._common import (
     f,
     first_close,
     fmt_s,
+    plaintext_after_tls,
     replies,
     reply_class,
     reply_code,
@@ -92,7 +93,7 @@ def starttls_not_followed(session: Session) -> Finding | None:
     t = (r.time, r.frame)
     if any((h.time, h.frame) > t for h in session.of_kind("tls-client-hello")):
         return None
-    if any(e.fields.get("what") == "plaintext-after-tls-start" for e in session.of_kind("note")):
+    if plaintext_after_tls(session) is not None:
         return None  # both sides went on in plaintext: a capture of TLS decrypted
     instead = [e for e in session.events if (e.time, e.frame) > t and e.direction == "C"
                and e.kind in ("tls-not-tls", "smtp-command", "smtp-unparsed", "tls-malformed")]
