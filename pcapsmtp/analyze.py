@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcapsmtp import rules
-from pcapsmtp.capture import CaptureInfo, Frame, open_capture
+from pcapsmtp.capture import Batch, CaptureInfo, Frame, open_capture
 from pcapsmtp.dissect import SessionBuilder
 from pcapsmtp.flows import FlowTable, Selection
-from pcapsmtp.packets import Decoder, DecodeStats, TooBig
+from pcapsmtp.packets import Decoder, DecodeStats, Segment, TooBig
 from pcapsmtp.store import RenderOnAdd, SessionStore, default_jobs
 from pcapsmtp.timeline import Session
 
@@ -77,15 +77,39 @@ class Pipeline:
         self.now = frame.time
         seg = self.decoder.decode(frame)
         if seg is not None:
-            if type(seg) is TooBig:  # an ICMP too-big about a connection (rare)
-                self.table.add_too_big(seg)
-            else:
-                displaced = self.table.add(seg)
-                if displaced:  # a new connection on a reused 4-tuple (rare)
-                    for old in displaced:
-                        self._finish(old, end_of_capture=False)
+            self._route(seg)
         if not n % SWEEP_EVERY:
             self.sweep()
+
+    def feed_batch(self, batch: Batch) -> None:
+        """A batch of the C reader (``CaptureReader.batches``): its Segments routed, its
+        Frames decoded here.  The same as feeding its frames one by one: a batch ends at
+        the latest at a multiple of SWEEP_EVERY, where the sweep then runs, and frames of
+        other shards' connections, skipped in C, change nothing else here."""
+        items, number, time, decoded = batch
+        self.decoder.count_fast(decoded)
+        decode, add = self.decoder.decode, self.table.add
+        for item in items:
+            if type(item) is Segment:
+                self._frames = item.frame  # the id of a session it opens (sharded)
+                for old in add(item):  # a new connection on a reused 4-tuple (rare)
+                    self._finish(old, end_of_capture=False)
+            else:
+                self._frames = item.number
+                seg = decode(item)
+                if seg is not None:
+                    self._route(seg)
+        self._frames = number
+        self.now = time
+        if not number % SWEEP_EVERY:
+            self.sweep()
+
+    def _route(self, seg: Segment | TooBig) -> None:
+        if type(seg) is TooBig:  # an ICMP too-big about a connection (rare)
+            self.table.add_too_big(seg)
+        else:
+            for old in self.table.add(seg):  # a new connection on a reused 4-tuple (rare)
+                self._finish(old, end_of_capture=False)
 
     def sweep(self, idle: float | None = None) -> None:
         """Finish connections closed a while ago (and, in live mode, idle ones)."""
@@ -164,7 +188,11 @@ def _build(path: str, selection: Selection, store: SessionStore,
     pipeline = Pipeline(selection, on_session=store.add, keep=False, shard=shard)
     with _fewer_collections():
         with open_capture(path) as reader:
-            run_frames(pipeline, reader, progress)
+            batches = reader.batches(pipeline.decoder.fast_path(SWEEP_EVERY))
+            if batches is None:
+                run_frames(pipeline, reader, progress)
+            else:
+                run_batches(pipeline, batches, progress)
             info = reader.info
         pipeline.close()
     return info, pipeline.decoder.stats
@@ -275,6 +303,20 @@ def run_frames(pipeline: Pipeline, frames: Iterable[Frame],
             feed(frame)
             if not n & 0xFFFF:
                 progress(n)
+
+
+def run_batches(pipeline: Pipeline, batches: Iterable[Batch],
+                progress: Callable[[int], None] | None = None) -> None:
+    """``run_frames`` for the C reader's batches (a batch never spans a multiple of
+    SWEEP_EVERY, so ``progress`` is called at the same frame counts)."""
+    feed = pipeline.feed_batch
+    shown = 0
+    with _fewer_collections():
+        for batch in batches:
+            feed(batch)
+            if progress is not None and batch[1] >> 16 != shown:
+                shown = batch[1] >> 16
+                progress(batch[1])
 
 
 # The cyclic GC's thresholds while frames are fed and sessions finished.  The pipeline

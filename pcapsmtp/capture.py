@@ -37,7 +37,10 @@ import sys
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from pcapsmtp.packets import FastPath
 
 
 class CaptureError(Exception):
@@ -66,6 +69,10 @@ class CaptureInfo:
     last: float | None = None  # latest frame time seen
     problem: str | None = None  # e.g. "capture cut short in frame 1234: record cut after ..."
 
+
+# One batch of the C reader: (items, number of the last frame, its time, frames it decoded)
+Batch = tuple[list[Any], int, float, int]
+_STOP_BOUNDARY, _STOP_NEED, _STOP_OVERSIZE = 0, 1, 2  # why _fastpcap.pcap_batch returned
 
 _CHUNK = 1 << 18  # bytes asked of the input per read; a pipe may return fewer
 _MAX_RECORD = 256 << 20  # no sane packet record is bigger; beyond this the file is corrupt
@@ -219,6 +226,8 @@ class CaptureReader:
         self._stream = stream
         self._src = _Source(stream)
         self._frames: Iterator[Frame] = iter(())
+        self._pcap: tuple[str, bool, int, int, int] | None = None  # a classic pcap's header
+        self._batched = False
         try:
             self._frames = self._start()
         except BaseException:
@@ -268,7 +277,52 @@ class CaptureReader:
         linktype = network & 0x03FFFFFF  # upper bits may carry the FCS length
         self.info.linktypes.append(linktype)
         self.info.snaplen = snaplen or None
+        self._pcap = (endian, nano, extra, linktype, snaplen)
         return self._pcap_frames(endian, nano, extra, linktype, snaplen)
+
+    def batches(self, fast: FastPath | None) -> Iterator[Batch] | None:
+        """The frames as batches read by the C reader, which also decodes the common
+        Ethernet/IPv4/TCP frames (see ``packets.Decoder.fast_path``): each batch is
+        (items, number of its last frame, that frame's time, frames decoded in C), an
+        item a Segment or a Frame left to decode.  None when that reader cannot be
+        used (no C module, a pcapng file, or frames already iterated): iterate the
+        reader instead."""
+        if fast is None or self._pcap is None or self._batched:
+            return None
+        self._batched = True
+        return self._pcap_batches(fast, *self._pcap)
+
+    def _pcap_batches(self, fast: FastPath, endian: str, nano: bool, extra: int,
+                      linktype: int, snaplen: int) -> Iterator[Batch]:
+        """``_pcap_frames`` with the record loop in C: the same frames, cuts and notes."""
+        src, info = self._src, self.info
+        batch, ctx = fast
+        fmt = (endian == ">", nano, extra, linktype, _record_limit(snaplen), Frame)
+        hlen = 16 + extra
+        pos, n = 24, 0
+        while True:
+            before = n
+            items, pos, n, first, last, t, decoded, stop, need = batch(
+                src.buf, pos, n, info.first, info.last, fmt, ctx)
+            if n != before:
+                info.packets, info.first, info.last = n, first, last
+                yield items, n, t, decoded
+            if stop == _STOP_BOUNDARY:
+                continue
+            if stop == _STOP_OVERSIZE:
+                self._stop(_cut_problem(n + 1, f"record header says {need:,} bytes"))
+                break
+            got = src.ensure(pos, need)
+            pos, end = 0, len(src.buf)
+            if got is None:
+                if need > hlen:
+                    self._stop(_cut_problem(n + 1, f"record cut after {end - hlen} of "
+                                                      f"{need - hlen} bytes"))
+                elif end:
+                    self._stop(_cut_problem(n + 1, f"record header cut after {end} of "
+                                                      f"{hlen} bytes"))
+                break
+        self._finish()
 
     def _pcap_frames(self, endian: str, nano: bool, extra: int, linktype: int,
                      snaplen: int) -> Iterator[Frame]:

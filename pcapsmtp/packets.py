@@ -34,10 +34,19 @@ quote is cut short (a small snaplen) or quotes no TCP is just ``non_tcp``.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+try:
+    from pcapsmtp import _fastpcap
+except ImportError:  # built at install time only where a C compiler was found
+    _fastpcap = None
+
+# (pcap_batch, its context tuple): see Decoder.fast_path and capture.CaptureReader.batches
+FastPath = tuple[Any, tuple]
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 
@@ -191,6 +200,7 @@ class Decoder:
         self._frag_max = frag_max_pending
         self._pending: dict[tuple, _Pending] = {}  # insertion order = age order
         self._names: dict[bytes, str] = {}
+        self._names4: dict[int, str] = {}  # the C reader's cache: IPv4 address as int -> text
         # (index, count): return only the segments of connections that hash to ``index``
         # (a worker process of analyze); the statistics still count every frame.
         self.shard: tuple[int, int] | None = None
@@ -470,11 +480,40 @@ class Decoder:
 
     def _mine(self, src: bytes, dst: bytes, sport: int, dport: int) -> bool:
         """Whether the connection belongs to this decoder's shard.  Both directions give
-        the same answer; so do forked workers (they share the hash seed).  Computed on
-        the raw addresses, before the (cached) text forms are looked up."""
+        the same answer.  Computed on the raw addresses, before the (cached) text forms
+        are looked up."""
         assert self.shard is not None
         index, count = self.shard
-        return (hash(src) ^ hash(dst) ^ sport ^ dport) % count == index
+        return shard_hash(src, dst, sport, dport) % count == index
+
+    def fast_path(self, boundary: int) -> FastPath | None:
+        """The C pcap reader (``_fastpcap.pcap_batch``) and what it needs to do this
+        decoder's fast path itself: the shard, the frame numbers to stop after (a
+        multiple of ``boundary``), the type to build and its own address-text cache.
+        None without the C module, or with $PCAPSMTP_PURE_PYTHON set: the caller then
+        reads frames and calls :meth:`decode` on each."""
+        if _fastpcap is None or os.environ.get("PCAPSMTP_PURE_PYTHON"):
+            return None
+        index, count = self.shard or (0, 1)
+        return _fastpcap.pcap_batch, (index, count, boundary, Segment, self._names4)
+
+    def count_fast(self, decoded: int) -> None:
+        """Frames the C reader decoded as TCP (built or another shard's), in the stats."""
+        self.stats.frames += decoded
+        self.stats.tcp += decoded
+
+
+def shard_hash(src: bytes, dst: bytes, sport: int, dport: int) -> int:
+    """The same number for both directions of a connection, in every process (not
+    Python's ``hash``, whose seed varies, so that the C reader can compute it too):
+    the addresses folded to 32 bits, xor-ed with the ports, then mixed."""
+    h = (_fold32(src) ^ _fold32(dst) ^ sport ^ dport) * 0x9E3779B1 & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+def _fold32(raw: bytes) -> int:
+    v = int.from_bytes(raw, "big")
+    return v if len(raw) == 4 else (v ^ (v >> 32) ^ (v >> 64) ^ (v >> 96)) & 0xFFFFFFFF
 
 
 def _ext_len(data: bytes, h: int, nxt: int) -> int:

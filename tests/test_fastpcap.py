@@ -1,0 +1,229 @@
+"""The C pcap reader (pcapsmtp/_fastpcap.c) against the Python reader and decoder.
+
+The C module is optional: it reads classic pcap records and decodes the common
+Ethernet/IPv4/TCP frames itself, and must give exactly what CaptureReader's Python
+record loop followed by Decoder.decode gives -- the same Segments (or the same Frames
+left for Python to decode), the same counts, the same capture info and the same note
+when a file is cut -- with and without a worker shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
+from scapy.layers.l2 import Dot1Q, Ether
+
+from pcapsmtp import analyze as analyze_mod
+from pcapsmtp import packets
+from pcapsmtp.capture import open_capture
+from pcapsmtp.packets import Decoder, Segment, shard_hash
+from pcapsmtp.render.json import render as render_json
+from tests.craft_pcap import MAGIC_NS, pcap_file, pcap_header, pcap_record
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+if packets._fastpcap is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must build the optional C reader pcapsmtp/_fastpcap.c "
+                           "(pip install needs a C compiler and the Python headers)")
+    pytestmark = pytest.mark.skip(
+        reason="the optional C reader was not built (no C compiler at install time)")
+
+
+@pytest.fixture(autouse=True)
+def _not_pure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PCAPSMTP_PURE_PYTHON", raising=False)
+
+
+def read_python(path: Path, shard: tuple[int, int] | None) -> tuple[list, dict, tuple]:
+    """Segments (and TooBigs), decode stats and capture info the Python way."""
+    d = Decoder()
+    d.shard = shard
+    with open_capture(str(path)) as reader:
+        got = [d.decode(f) for f in reader]
+        info = reader.info
+    d.finish()
+    return ([g for g in got if g is not None], dataclasses.asdict(d.stats),
+            (info.packets, info.first, info.last, info.problem))
+
+
+def read_c(path: Path, shard: tuple[int, int] | None,
+           ends: list[int] | None = None) -> tuple[list, dict, tuple]:
+    """The same through CaptureReader.batches; ``ends`` gets each batch's last frame."""
+    d = Decoder()
+    d.shard = shard
+    got = []
+    with open_capture(str(path)) as reader:
+        batches = reader.batches(d.fast_path(analyze_mod.SWEEP_EVERY))
+        assert batches is not None
+        for items, number, _time, decoded in batches:
+            d.count_fast(decoded)
+            if ends is not None:
+                ends.append(number)
+            for item in items:
+                got.append(item if type(item) is Segment else d.decode(item))
+        info = reader.info
+    d.finish()
+    return ([g for g in got if g is not None], dataclasses.asdict(d.stats),
+            (info.packets, info.first, info.last, info.problem))
+
+
+def assert_same(path: Path) -> None:
+    for shard in (None, (0, 2), (1, 2), (2, 3)):
+        py, c = read_python(path, shard), read_c(path, shard)
+        assert c[1] == py[1], (path.name, shard)
+        assert c[2] == py[2], (path.name, shard)
+        assert c[0] == py[0], (path.name, shard)
+
+
+def sample_pcaps() -> list[Path]:
+    return sorted(p for p in SAMPLES.glob("*.pcap") if p.read_bytes()[:4] != b"\x0a\x0d\x0d\x0a")
+
+
+@pytest.mark.parametrize("path", sample_pcaps(), ids=lambda p: p.name)
+def test_samples_read_the_same(path: Path) -> None:
+    assert_same(path)
+
+
+def tcp(sport: int = 40000, dport: int = 25, payload: bytes = b"EHLO x\r\n",
+        **ip: object) -> Ether:
+    return Ether() / IP(src="192.0.2.1", dst="198.51.100.2", **ip) / TCP(
+        sport=sport, dport=dport, flags="PA", seq=1000, ack=2000) / payload
+
+
+def corner_frames() -> list[bytes]:
+    """One frame of each kind the fast path must take, refuse, or hand on."""
+    plain = bytes(tcp())
+    tso = bytearray(plain)
+    tso[16:18] = b"\0\0"  # IP total length 0: TSO, the capture's length is trusted
+    bad_doff = bytearray(plain)
+    bad_doff[46] = 0x40  # data offset 16 bytes: not a TCP header
+    long_doff = bytearray(plain)
+    long_doff[46] = 0xF0  # data offset 60 bytes: longer than the datagram
+    short_total = bytearray(plain)
+    short_total[16:18] = struct.pack("!H", 30)  # total length shorter than the headers
+    frames = [
+        plain,
+        bytes(tcp(payload=b"")),  # pure ACK
+        plain + b"\0" * 20,  # Ethernet padding after the datagram
+        bytes(tso), bytes(bad_doff), bytes(long_doff), bytes(short_total),
+        plain[:60],  # snaplen cut inside the payload: missing bytes
+        plain[:54],  # cut right after the TCP header
+        plain[:40],  # cut inside the IP header
+        bytes(tcp(options=b"\x01\x01\x01\x00")),  # IP options: the general path
+        bytes(Ether() / Dot1Q(vlan=7) / IP(src="192.0.2.1", dst="198.51.100.2")
+              / TCP(sport=40000, dport=25) / b"x"),
+        bytes(Ether() / IP(src="192.0.2.1", dst="198.51.100.2") / UDP(sport=53, dport=53)),
+        bytes(Ether() / IP(src="198.51.100.9", dst="192.0.2.1") / ICMP(type=3, code=4,
+                                                                        nexthopmtu=1400)
+              / bytes(tcp())[14:62]),  # ICMP too-big quoting the connection
+        bytes(Ether(type=0x86DD)) + b"\x60" + b"\0" * 60,  # IPv6 header, malformed
+    ]
+    frames += [bytes(Ether() / f) for f in fragment(
+        IP(src="192.0.2.1", dst="198.51.100.2") / TCP(sport=40000, dport=25, flags="PA")
+        / (b"y" * 600), fragsize=256)]
+    for sport in range(40001, 40041):  # many connections, both directions: shards
+        frames.append(bytes(tcp(sport=sport)))
+        frames.append(bytes(Ether() / IP(src="198.51.100.2", dst="192.0.2.1") / TCP(
+            sport=25, dport=sport, flags="A", seq=5, ack=9)))
+    return frames
+
+
+@pytest.mark.parametrize("endian,magic", [("<", None), (">", None), ("<", MAGIC_NS)])
+def test_corner_frames_read_the_same(tmp_path: Path, endian: str, magic: int | None) -> None:
+    records = [(1_700_000_000 + i, 999_999 - i, f) for i, f in enumerate(corner_frames())]
+    path = tmp_path / "corners.pcap"
+    kw = {"magic": magic} if magic else {}
+    path.write_bytes(pcap_file(records, endian=endian, **kw))
+    assert_same(path)
+    segments = read_c(path, None)[0]
+    assert any(type(s) is Segment and s.missing for s in segments)  # the cut frame
+    assert any(type(s) is packets.TooBig for s in segments)  # decoded by Python
+
+
+def test_other_link_types_are_handed_on(tmp_path: Path) -> None:
+    raw = [bytes(IP(src="192.0.2.1", dst="198.51.100.2") / TCP(sport=1, dport=25) / b"hi")]
+    path = tmp_path / "raw.pcap"
+    path.write_bytes(pcap_file([(1, 0, f) for f in raw * 3], linktype=101))
+    assert_same(path)
+    assert len(read_c(path, None)[0]) == 3
+
+
+def test_kuznetzov_records_and_gzip(tmp_path: Path) -> None:
+    frames = corner_frames()
+    body = b"".join(struct.pack("<IIII", 5, i, len(f), len(f)) + b"\0" * 8 + f
+                    for i, f in enumerate(frames))
+    path = tmp_path / "kuz.pcap"
+    path.write_bytes(pcap_header(magic=0xA1B2CD34) + body)
+    assert_same(path)
+    zipped = tmp_path / "kuz.pcap.gz"
+    zipped.write_bytes(gzip.compress(path.read_bytes()))
+    assert read_c(zipped, None) == read_python(path, None)
+
+
+def test_records_across_read_chunks_and_sweep_boundaries(tmp_path: Path) -> None:
+    """A file larger than several of the reader's 256 kB reads, with records of many
+    sizes, so that records straddle the reads; batches end at every multiple of the
+    sweep interval, which the pipeline relies on."""
+    frames = [bytes(tcp(sport=40000 + i % 300, payload=b"z" * (i * 37 % 1400)))
+              for i in range(5000)]
+    path = tmp_path / "big.pcap"
+    path.write_bytes(pcap_file([(10, i, f) for i, f in enumerate(frames)]))
+    assert path.stat().st_size > 3 * 2**18
+    assert_same(path)
+    ends: list[int] = []
+    read_c(path, (0, 2), ends)
+    assert {2048, 4096} <= set(ends)
+    assert ends[-1] == 5000 and ends == sorted(ends)
+
+
+@pytest.mark.parametrize("cut", [24 + 10, 24 + 16 + 30, -1])
+def test_cut_files_give_the_same_note(tmp_path: Path, cut: int) -> None:
+    data = pcap_file([(1, 0, f) for f in corner_frames()[:6]])
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(data[:cut])
+    assert_same(path)
+    assert read_c(path, None)[2][3]  # the note says where it was cut
+
+
+def test_oversized_record_gives_the_same_note(tmp_path: Path) -> None:
+    good = pcap_record(1, 0, bytes(tcp()))
+    bogus = struct.pack("<IIII", 2, 0, 900_000_000, 60) + b"\0" * 60
+    path = tmp_path / "bogus.pcap"
+    path.write_bytes(pcap_header() + good + bogus + good)
+    assert_same(path)
+    segments, _, (packets_read, _, _, problem) = read_c(path, None)
+    assert packets_read == 1 and len(segments) == 1
+    assert problem is not None and "900,000,000" in problem
+
+
+def test_shard_hash_is_symmetric_and_spreads() -> None:
+    a, b = bytes([192, 0, 2, 1]), bytes([198, 51, 100, 2])
+    counts = [0, 0]
+    for port in range(40000, 41000):
+        assert shard_hash(a, b, port, 25) == shard_hash(b, a, 25, port)
+        counts[shard_hash(a, b, port, 25) % 2] += 1
+    assert min(counts) > 400  # both workers get a fair share of ephemeral ports
+
+
+def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Decoder().fast_path(2048) is not None
+    monkeypatch.setenv("PCAPSMTP_PURE_PYTHON", "1")
+    assert Decoder().fast_path(2048) is None
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_analysis_is_the_same_with_and_without_it(monkeypatch: pytest.MonkeyPatch,
+                                                  jobs: int) -> None:
+    path = str(SAMPLES / "tls-client-silent.pcap")
+    fast = render_json(analyze_mod.analyze(path, jobs=jobs))
+    monkeypatch.setenv("PCAPSMTP_PURE_PYTHON", "1")
+    pure = render_json(analyze_mod.analyze(path, jobs=jobs))
+    assert fast == pure
+    assert '"frame"' in fast
