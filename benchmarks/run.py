@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,13 +28,13 @@ TSHARK_FIELDS = ["frame.number", "tcp.stream", "smtp.req.command", "smtp.req.par
                  "smtp.response.code", "tls.record.content_type", "tls.handshake.type"]
 
 
-def measure(cmd: list[str]) -> tuple[float, int, int]:
+def measure(cmd: list[str], cwd: Path | None = None) -> tuple[float, int, int]:
     """(seconds, peak RSS in MiB, exit status) of one command, output discarded.
 
     Also prints the CPU seconds (user + system, the command's worker processes
     included): on a shared machine the wall time moves by +-20% from run to run."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -52,6 +53,31 @@ def count_packets(path: Path) -> int:
         for _ in reader:
             pass
         return reader.info.packets
+
+
+def _command() -> tuple[list[str], Path]:
+    """The pcapsmtp to time and the folder to run it from: the installed console script,
+    as users run it, from outside the checkout (from the repository's root, ``python -m
+    pcapsmtp`` imports the source tree, which holds the C reader only after an editable
+    install); else, not installed, the checkout's module from its root."""
+    script = Path(sys.executable).parent / "pcapsmtp"
+    if script.exists():
+        return [str(script)], Path(tempfile.gettempdir())
+    return [sys.executable, "-m", "pcapsmtp"], HERE.parent
+
+
+_C_READER = ("import os; from pcapsmtp.packets import Decoder; "
+             "print('used' if Decoder().fast_path(1) else 'not used ($PCAPSMTP_PURE_PYTHON "
+             "is set)' if os.environ.get('PCAPSMTP_PURE_PYTHON') else 'not built (pure "
+             "Python; pip install needs gcc and the Python headers)')")
+
+
+def _c_reader(cwd: Path) -> str:
+    """Whether the timed run reads with the optional C reader: without it (no C compiler
+    at install time, or $PCAPSMTP_PURE_PYTHON set) it takes a third longer."""
+    out = subprocess.run([sys.executable, "-c", _C_READER], cwd=cwd, capture_output=True,
+                         text=True, check=False)
+    return out.stdout.strip() or f"unknown ({out.stderr.strip()[-200:]})"
 
 
 def main() -> int:
@@ -75,9 +101,10 @@ def main() -> int:
     size = path.stat().st_size / 2**20
     print(f"capture: {path} ({packets:,} packets, {size:.0f} MiB)")
 
-    ours = [sys.executable, "-m", "pcapsmtp", "analyze", "--format", "json", "-o", os.devnull,
-            str(path)]
-    t_ours, m_ours, rc = measure(ours)
+    command, cwd = _command()
+    ours = [*command, "analyze", "--format", "json", "-o", os.devnull, str(path.resolve())]
+    print(f"C reader (pcapsmtp/_fastpcap.c): {_c_reader(cwd)}")
+    t_ours, m_ours, rc = measure(ours, cwd)
     print(f"pcapsmtp analyze : {t_ours:7.2f} s  {packets / t_ours:10,.0f} packets/s  "
           f"peak {m_ours} MiB")
     if not shutil.which("tshark"):
@@ -92,7 +119,7 @@ def main() -> int:
     print(f"ratio: pcapsmtp is {t_ts / t_ours:.1f}x tshark's throughput "
           f"(target 5x); peak memory {m_ours} MiB (target < 200 MiB)")
     if args.tshark_engine:
-        t_eng, m_eng, rc_eng = measure(ours[:4] + ["--engine", "tshark"] + ours[4:])
+        t_eng, m_eng, rc_eng = measure([*ours[:-1], "--engine", "tshark", ours[-1]], cwd)
         print(f"--engine tshark  : {t_eng:7.2f} s  {packets / t_eng:10,.0f} packets/s  "
               f"peak {m_eng} MiB  ({t_eng / t_ours:.1f}x slower than the native engine)")
         rc = rc or rc_eng
