@@ -21,7 +21,19 @@ is neither buffered nor allocated.
 Kinds: tls-client-hello, tls-server-hello, tls-hello-retry-request,
 tls-certificate, tls-handshake, tls-encrypted-handshake, tls-ccs, tls-alert,
 tls-app-data, tls-record (other content types, e.g. heartbeat), tls-not-tls,
-tls-malformed, tls-desync (bytes missing; resynchronised or stopped).
+tls-malformed, tls-cut-record (header seen, bytes missing), tls-desync (bytes
+missing; resynchronised or stopped).
+
+Bytes missing from the capture (``gap``): inside a record whose 5-byte header was
+seen, the header says where the next record starts, so that record is reported
+as cut (``CutRecord``: its type, length and the bytes not captured) and parsing
+goes on at the next one.  A small snaplen cuts every segment like that.  A gap
+anywhere else (before a header, inside one, or past the end of the cut record)
+loses the record boundaries: ``Desync``, then a search for a header.  A cut record
+is named, never decoded: it yields no ClientHello fields or certificates, and a
+cut Finished does not complete the handshake (``Progress.handshake_complete``
+counts only Finished records the capture holds whole, or the TLS 1.3 inference
+from them).
 
 What is inferred, and from what (events say so with ``inferred=True``):
 
@@ -553,6 +565,33 @@ class Malformed:
 
 
 @dataclass(slots=True)
+class CutRecord:
+    """A record whose header was captured but some of whose bytes were not (a small
+    snaplen, a lost segment): reported so the timeline keeps its records, and parsing goes
+    on at the next record, which the header's length locates.
+
+    ``what`` is only what the captured bytes show: the content type, and the handshake
+    message type when the message header was captured (and is plausible).  Nothing is
+    decoded from a cut record (a ClientHello's suites or a certificate may be in the
+    missing part), and a cut Finished does not complete the handshake.
+    """
+
+    kind: ClassVar[str] = "tls-cut-record"
+    direction: str
+    start: int
+    end: int  # where the record ends, from its header (the next record starts there)
+    content_type: int
+    length: int  # record payload length, from its header
+    missing: int  # bytes of the record the capture does not hold
+    what: str  # "ClientHello", "handshake", "encrypted Finished", "application data", ...
+    handshake_type: int | None = None  # the first message's type, when captured
+
+    def summary(self) -> str:
+        return _fit(f"TLS {self.what}  {self.length}-byte record, "
+                    f"{self.missing} bytes not captured")
+
+
+@dataclass(slots=True)
 class Desync:
     """Bytes were missing (``resynced=False``) or skipped to find a record header again."""
 
@@ -581,6 +620,7 @@ TlsEvent = (
     | Alert
     | AppData
     | Record
+    | CutRecord
     | NotTls
     | Malformed
     | Desync
@@ -995,6 +1035,27 @@ def _decode_other(
 # the parser
 
 
+def _plausible(buf: bytearray, i: int) -> int | None:
+    """The payload length if ``buf[i:i + 5]`` looks like a record header (the strict test a
+    resynchronisation trusts), else None."""
+    if buf[i] in (20, 21, 22, 23) and buf[i + 1] == 3 and 1 <= buf[i + 2] <= 4:
+        n = (buf[i + 3] << 8) | buf[i + 4]
+        return n if n <= MAX_RECORD else None
+    return None
+
+
+@dataclass(slots=True)
+class _Cut:
+    """The record a gap fell into: its header was seen, its end is known."""
+
+    start: int  # stream offset of its header
+    content_type: int
+    length: int  # payload length, from the header
+    head: bytes  # the first payload bytes captured (at most 4: a handshake message header)
+    left: int  # bytes of the record not yet accounted for (as data or as missing)
+    missing: int = 0
+
+
 @dataclass(slots=True)
 class _Side:
     name: str
@@ -1008,6 +1069,11 @@ class _Side:
     hs: bytearray = field(default_factory=bytearray)  # plaintext handshake reassembly
     hs_map: list[tuple[int, int, int]] = field(default_factory=list)  # (hs pos, offset, len)
     pending: AppData | None = None  # 1.3: a 19-byte record, close_notify if the side ends now
+    cut: _Cut | None = None  # a record with bytes missing, until its end has gone by
+    hs_skip: int = 0  # bytes of a cut record's handshake message that continue in later records
+    fin_cut: bool = False  # this side's Finished was a cut record: seen, not counted
+    lost_at: int = 0  # where the last gap that lost the record boundaries ended
+    lost: bool = False  # whole records went unseen: its ChangeCipherSpec may be among them
 
 
 class TlsParser:
@@ -1035,6 +1101,15 @@ class TlsParser:
         d.next = offset + len(data)
         if d.stopped or not data:
             return events
+        if d.cut is not None:  # the rest of a cut record: counted, not parsed
+            take = min(d.cut.left, len(data))
+            d.cut.left -= take
+            if d.cut.left:
+                return events
+            events += self._cut_done(d)
+            data, offset = data[take:], offset + take
+            if not data:
+                return events
         if not d.buf:
             d.buf_start = offset
         d.buf += data
@@ -1050,18 +1125,19 @@ class TlsParser:
         if d.next is None:
             d.next = offset
         events: list[TlsEvent] = self._flush_pending(d)
+        contiguous = offset == d.next
         d.next = max(d.next, offset + length)
         if d.stopped or length <= 0:
             return events
-        prog = self.progress[direction]
-        prog.gaps += 1
+        self.progress[direction].gaps += 1
+        if not contiguous:
+            d.cut = None
+        elif d.cut is None:
+            events += self._open_cut(d, length)
+        if d.cut is not None:
+            return events + self._cut_gap(d, offset, length)
         events.append(Desync(direction, offset, offset + length, missing=length))
-        d.buf.clear()
-        d.buf_start = d.next
-        d.hs.clear()
-        d.hs_map.clear()
-        d.first = False
-        d.resync = True
+        self._lose_sync(d)
         return events
 
     def close(self, direction: str) -> list[TlsEvent]:
@@ -1072,6 +1148,12 @@ class TlsParser:
             p, d.pending = d.pending, None
             events.append(Alert(direction, p.start, p.end, 1, 0, True, True, p.length))
             prog.alert = "close_notify"
+        if d.cut is not None and not d.stopped:
+            cut, d.cut = d.cut, None
+            end = cut.start + 5 + cut.length - cut.left
+            events.append(Malformed(direction, cut.start, end,
+                                    f"direction ended inside a record ({cut.missing} of its "
+                                    "bytes not captured)", truncated=True))
         if not d.stopped and not d.resync and d.buf:
             sslv2 = d.first and direction == "C" and d.buf[0] & 0x80
             bad = None if sslv2 else self._bad_header(d, 0)
@@ -1108,6 +1190,7 @@ class TlsParser:
 
     def _stop(self, d: _Side, why: str) -> None:
         d.stopped = True
+        d.cut = None
         d.buf.clear()
         d.hs.clear()
         d.hs_map.clear()
@@ -1208,21 +1291,14 @@ class TlsParser:
         """Find a record header again: one that ends exactly where the data ends or is followed
         by another plausible header.  Cheap, and wrong only with odds around 1e-12."""
         buf = d.buf
-
-        def plausible(i: int) -> int | None:
-            if buf[i] in (20, 21, 22, 23) and buf[i + 1] == 3 and 1 <= buf[i + 2] <= 4:
-                n = (buf[i + 3] << 8) | buf[i + 4]
-                return n if n <= MAX_RECORD else None
-            return None
-
         i = 0
         while i + 5 <= len(buf):
-            n = plausible(i)
+            n = _plausible(buf, i)
             if n is not None:
                 nxt = i + 5 + n
                 if nxt > len(buf) - 5 and nxt != len(buf):
-                    break  # cannot confirm yet: keep from here, wait for more
-                if nxt == len(buf) or plausible(nxt) is not None:
+                    break  # cannot confirm yet: keep from here, wait for more (or a gap)
+                if nxt == len(buf) or _plausible(buf, nxt) is not None:
                     d.resync = False
                     ev = Desync(d.name, d.buf_start, d.buf_start + i, skipped=i, resynced=True)
                     del buf[:i]
@@ -1236,6 +1312,128 @@ class TlsParser:
             d.buf_start += 1
         return []
 
+    def _lose_sync(self, d: _Side) -> None:
+        """After a gap that is not inside a known record: no record boundary is known any
+        more; look for a header from where the gap ended."""
+        d.buf.clear()
+        d.buf_start = d.lost_at = d.next or 0
+        d.hs.clear()
+        d.hs_map.clear()
+        d.hs_skip = 0
+        d.first = False
+        d.resync = True
+        d.lost = True
+
+    def _open_cut(self, d: _Side, length: int) -> list[TlsEvent]:
+        """Set ``d.cut`` when a gap of ``length`` bytes, where the buffered bytes end, falls
+        inside a record whose header is buffered.
+
+        In sync, what is buffered is always the start of the next record (_records ate the
+        whole ones).  While resynchronising it is only a candidate header; it is believed
+        when the gap ends exactly where its record does -- what a snaplen cut of a segment
+        carrying one record looks like, and with odds around 1e-12 for random bytes.
+        """
+        buf = d.buf
+        if len(buf) < 5:
+            return []  # the header itself is not all there
+        events: list[TlsEvent] = []
+        if d.resync:
+            n = _plausible(buf, 0)
+            if n is None or 5 + n - len(buf) != length:
+                return []
+            events.append(Desync(d.name, d.lost_at, d.buf_start,
+                                 skipped=d.buf_start - d.lost_at, resynced=True))
+            d.resync = False
+        elif d.first and d.name == "C" and buf[0] & 0x80:
+            return []  # the start of an SSLv2-format ClientHello, not a record header
+        else:
+            n = (buf[3] << 8) | buf[4]
+        d.cut = _Cut(d.buf_start, buf[0], n, bytes(buf[5:9]), 5 + n - len(buf))
+        d.buf_start += len(buf)
+        buf.clear()
+        return events
+
+    def _cut_gap(self, d: _Side, offset: int, length: int) -> list[TlsEvent]:
+        """A gap inside ``d.cut``: count it; past the record's end, the rest is a desync."""
+        cut = d.cut
+        assert cut is not None
+        inside = min(length, cut.left)
+        cut.missing += inside
+        cut.left -= inside
+        if cut.left:
+            return []
+        events = self._cut_done(d)
+        if length > inside:  # the headers of whatever followed are in the gap too
+            at = offset + inside
+            events.append(Desync(d.name, at, offset + length, missing=length - inside))
+            self._lose_sync(d)
+        return events
+
+    def _cut_done(self, d: _Side) -> list[TlsEvent]:
+        """The cut record's end has gone by: report it; parsing goes on at its end."""
+        cut, d.cut = d.cut, None
+        assert cut is not None
+        d.first = False
+        what, htype = self._cut_what(d, cut)
+        end = cut.start + 5 + cut.length
+        return [CutRecord(d.name, cut.start, end, cut.content_type, cut.length, cut.missing,
+                          what, htype)]
+
+    def _cut_what(self, d: _Side, cut: _Cut) -> tuple[str, int | None]:
+        """What a cut record was, from its header and first bytes; keeps the state a whole
+        record of that type would change, except that no Finished is counted."""
+        ctype = cut.content_type
+        if ctype == 20:
+            self._change_cipher_spec(d)
+            return "ChangeCipherSpec", None
+        if ctype == 21:
+            if d.ccs:
+                return "encrypted Alert", None
+            level = _ALERT_LEVELS.get(cut.head[0]) if cut.head else None
+            return ("Alert " + level if level else "Alert"), None
+        if ctype == 22:
+            return self._cut_handshake(d, cut)
+        if ctype == 23:
+            return self._cut_encrypted(d), None
+        return {24: "heartbeat"}.get(ctype, f"content type {ctype}"), None
+
+    def _cut_handshake(self, d: _Side, cut: _Cut) -> tuple[str, int | None]:
+        """A cut handshake record: the first message's type when its 4-byte header was
+        captured and is plausible (a known type, a length we would reassemble), so
+        encrypted bytes read as plaintext after a lost ChangeCipherSpec are rarely named.
+        Messages that were only partly captured are lost; one that runs on into later
+        records is skipped there (``hs_skip``), so their next message is read right."""
+        prog = self.progress[d.name]
+        if d.ccs:  # TLS <= 1.2: the first encrypted handshake record is the Finished
+            if prog.finished or d.fin_cut:
+                return "encrypted handshake message", None
+            d.fin_cut = True
+            return "encrypted Finished", None
+        continued = bool(d.hs) or d.hs_skip > 0
+        d.hs.clear()
+        d.hs_map.clear()
+        if d.hs_skip:
+            d.hs_skip = max(0, d.hs_skip - cut.length)
+        head = cut.head
+        if continued or len(head) < 4:
+            return ("handshake (continued)" if continued else "handshake"), None
+        mtype = head[0]
+        mlen = int.from_bytes(head[1:4], "big")
+        if mtype not in _HS_NAMES or mlen > MAX_HANDSHAKE:
+            return "handshake", None
+        d.hs_skip = max(0, 4 + mlen - cut.length)
+        return _HS_NAMES[mtype], mtype
+
+    def _cut_encrypted(self, d: _Side) -> str:
+        """A cut application_data record; in a TLS 1.3 handshake, what it stands for."""
+        client = self._sides["C"]
+        if not self._tls13_keys or self.progress.handshake_complete or client.fin_cut:
+            return "application data"
+        if d.name == "S":
+            return "encrypted handshake"
+        d.fin_cut = True  # the client's first encrypted record is its Finished
+        return "encrypted Finished"
+
     def _flush_pending(self, d: _Side) -> list[TlsEvent]:
         if d.pending is None:
             return []
@@ -1247,15 +1445,12 @@ class TlsParser:
         prog = self.progress[d.name]
         n = len(payload)
         if ctype == 20:
-            compat = self.progress.version == TLS13
-            if not compat:
-                d.ccs = True
-                prog.stage = "ccs"
-            prog.ccs = True
-            return [ChangeCipherSpec(d.name, start, end, compat)]
+            return [ChangeCipherSpec(d.name, start, end, self._change_cipher_spec(d))]
         if ctype == 21:
             return [self._alert(d, payload, start, end)]
         if ctype == 22:
+            if d.ccs and d.fin_cut:  # its Finished was a cut record: this one comes after
+                return [EncryptedHandshake(d.name, start, end, n, "encrypted handshake message")]
             if d.ccs:  # TLS <= 1.2, after this side's CCS: encrypted
                 what = "encrypted handshake message" if prog.finished else "Finished"
                 prog.finished = True
@@ -1267,14 +1462,27 @@ class TlsParser:
             return self._app_data(d, n, start, end)
         return [Record(d.name, start, end, ctype, n)]
 
+    def _change_cipher_spec(self, d: _Side) -> bool:
+        """A side's ChangeCipherSpec: in TLS <= 1.2 its later records are encrypted.  True
+        for TLS 1.3's middlebox-compatibility one, which changes nothing."""
+        prog = self.progress[d.name]
+        compat = self.progress.version == TLS13
+        if not compat:
+            d.ccs = True
+            prog.stage = "ccs"
+        prog.ccs = True
+        return compat
+
     def _alert(self, d: _Side, payload: bytes, start: int, end: int) -> Alert:
         prog = self.progress[d.name]
         n = len(payload)
-        if not d.ccs and n == 2:
+        if not d.ccs and n == 2 and (not d.lost or payload[0] in _ALERT_LEVELS):
             ev = Alert(d.name, start, end, payload[0], payload[1], length=n)
             prog.alert = ev.name
             return ev
-        if not d.ccs:  # plaintext but not 2 bytes: several alerts, or garbage
+        # After records went unseen (a ChangeCipherSpec among them?), an alert that is not
+        # one plaintext alert is read as encrypted: its bytes would name a random alert.
+        if not d.ccs and not d.lost:  # plaintext but not 2 bytes: several alerts, or garbage
             desc = payload[1] if n >= 2 else None
             ev = Alert(d.name, start, end, payload[0] if n else None, desc, length=n)
             prog.alert = ev.name or "malformed"
@@ -1301,7 +1509,9 @@ class TlsParser:
             ev = AppData(d.name, start, end, n, peer_app_records=peer)
             prog._count(ev)
             return [ev]
-        if not self.progress.handshake_complete:
+        # The client's first encrypted record ends the handshake; when it was cut, the
+        # handshake is not counted complete, but later records are no Finished either.
+        if not self.progress.handshake_complete and not self._sides["C"].fin_cut:
             if n == 19:  # one encrypted alert: nothing else in a 1.3 handshake is this small
                 prog.alert = "encrypted"
                 return [Alert(d.name, start, end, None, None, True, True, n)]
@@ -1341,6 +1551,12 @@ class TlsParser:
         Saves the copies and the offset map: with the inline record-header test and
         the leaner _Reader, the benchmark's server flight (4 records) went 58 -> 42 us.
         """
+        if d.hs_skip:  # the rest of a message whose record was cut: nothing to decode
+            skip = min(d.hs_skip, len(payload))
+            d.hs_skip -= skip
+            payload, start = payload[skip:], start + skip
+            if not payload:
+                return []
         if d.hs:
             return self._handshake_continued(d, payload, start)
         events: list[TlsEvent] = []

@@ -148,15 +148,28 @@ def _peer_closed_before(session: Session, a: Event) -> Event | None:
     return None
 
 
+def _after_lost_records(session: Session, a: Event) -> bool:
+    """Alert ``a`` is encrypted and whole records of its sender went unseen before it (a
+    desync): its ChangeCipherSpec and Finished may be among them, so the handshake may
+    have completed and the alert be the close_notify of an orderly end."""
+    if not f(a, "encrypted", default=False):
+        return False
+    return any(e.kind == "tls-desync" and e.direction == a.direction
+               and f(e, "missing", default=0) and (e.time, e.frame) <= (a.time, a.frame)
+               for e in session.events)
+
+
 def deciding_alert(session: Session) -> Event | None:
     """The handshake alert that decides the verdict, if one does.
 
     An alert decides only when it precedes the other side's FIN/RST: an alert
     sent after the peer already closed is the sender's reaction to that close
-    (a client answering a bare FIN with decode_error), not its cause.
+    (a client answering a bare FIN with decode_error), not its cause.  Nor does
+    an encrypted alert after records of its sender were lost (``_after_lost_records``).
     """
     alerts = _handshake_alerts(session)
-    if not alerts or _peer_closed_before(session, alerts[0]) is not None:
+    if not alerts or _peer_closed_before(session, alerts[0]) is not None \
+            or _after_lost_records(session, alerts[0]):
         return None
     return alerts[0]
 
@@ -279,6 +292,9 @@ def closed_during_handshake(session: Session) -> Finding | None:
         return None
     if deciding_alert(session) is not None:
         return None  # handshake_alert speaks
+    alerts = _handshake_alerts(session)
+    if alerts and _after_lost_records(session, alerts[0]):
+        return None  # the handshake may have ended in the lost records: capture-incomplete
     if not session.of_kind("tls-client-hello"):
         return None  # no ClientHello after STARTTLS: starttls.py speaks
     not_tls = [e for e in session.of_kind("tls-not-tls")]
