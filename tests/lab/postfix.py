@@ -8,6 +8,7 @@ with the temp dir.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import shutil
 import tempfile
@@ -16,6 +17,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
 from tests.lab.netns import SRV, SRV4, SRV4_PROXIED, SRV6, LabError, ns_run, run, wait_port
 
 HOSTNAME = "mx.lab.example"
@@ -23,6 +29,13 @@ SASL_USER = "labuser"
 SASL_PASSWORD = "S3cret-Lab-Pass!"
 PORTS = (25, 587, 465)
 SMTPD_TIMEOUT = 5
+# The expired certificate (cert-expired scenario): its validity ended this many days before
+# the lab run, after a year's validity. Files beside the normal cert.pem/key.pem; main.cf
+# names them with $config_directory, so a scenario's overrides need no temp-dir path.
+EXPIRED_DAYS_AGO = 30
+EXPIRED_CERT, EXPIRED_KEY = "expired-cert.pem", "expired-key.pem"
+EXPIRED_OVERRIDES = {"smtpd_tls_cert_file": f"$config_directory/{EXPIRED_CERT}",
+                     "smtpd_tls_key_file": f"$config_directory/{EXPIRED_KEY}"}
 
 ACCESS = """\
 grey@lab.example 450 4.2.0 Greylisted, try again later
@@ -121,6 +134,36 @@ def make_cert(etc: Path) -> None:
     os.chmod(etc / "key.pem", 0o600)
 
 
+def make_expired_cert(etc: Path, days_ago: int = EXPIRED_DAYS_AGO) -> None:
+    """Self-signed certificate like make_cert's (RSA 2048, CN and SAN mx.lab.example, what
+    `openssl req -x509` adds: key identifiers, CA:TRUE) whose notAfter lies days_ago days
+    in the past and notBefore a year before that. Made at lab time, never committed."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTNAME)])
+    not_after = (dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+                 - dt.timedelta(days=days_ago))
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_after - dt.timedelta(days=365))
+            .not_valid_after(not_after)
+            .add_extension(ski, critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOSTNAME)]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    keyfile = etc / EXPIRED_KEY
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    os.chmod(keyfile, 0o600)
+    (etc / EXPIRED_CERT).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
 def make_sasldb(etc: Path) -> None:
     """Cyrus sasldb with the lab user; realm = myhostname, which Postfix passes as FQDN."""
     sasl = etc / "sasl"
@@ -166,6 +209,7 @@ class Postfix:
             (self.workdir / sub).mkdir()
         shutil.chown(self.workdir / "data", "postfix", "postfix")
         make_cert(self.etc)
+        make_expired_cert(self.etc)
         make_sasldb(self.etc)
         (self.etc / "access").write_text(ACCESS)
         write_config(self.workdir)

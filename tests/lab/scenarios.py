@@ -46,7 +46,14 @@ from tests.lab.netns import (
     wait_quiet,
     wait_reachable,
 )
-from tests.lab.postfix import SASL_PASSWORD, SASL_USER, Postfix, auth_plain_b64
+from tests.lab.postfix import (
+    EXPIRED_DAYS_AGO,
+    EXPIRED_OVERRIDES,
+    SASL_PASSWORD,
+    SASL_USER,
+    Postfix,
+    auth_plain_b64,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER25 = f"{SRV4}:25"
@@ -73,6 +80,9 @@ class Scenario:
     body: Callable[[Ctx], str]
     sessions: list[dict[str, Any]]
     log_expect: tuple[str, ...] = ()
+    # Patterns the client's transcript must show, for what only the client sees (what it
+    # made of the server's certificate).
+    client_expect: tuple[str, ...] = ()
     two_sided: bool = False
     client_sessions: list[dict[str, Any]] | None = None
     postfix: dict[str, str] = field(default_factory=dict)
@@ -199,6 +209,16 @@ def body_cert_name_mismatch(ctx: Ctx) -> str:
     return cli(["openssl", "s_client", "-connect", SERVER25, "-bind", f"{CLI4}:40290",
                 "-starttls", "smtp", "-name", "client.lab.example", "-tls1_2",
                 "-servername", "other.lab.example", "-ign_eof"], input_="QUIT\r\n",
+               timeout=20)
+
+
+def body_cert_expired(ctx: Ctx) -> str:
+    """openssl s_client, TLS 1.2 (the certificate travels in clear), SNI mx.lab.example,
+    against Postfix serving the lab's expired certificate; s_client does not verify by
+    default (it reports the expiry and goes on); QUIT inside TLS as in cert-name-mismatch."""
+    return cli(["openssl", "s_client", "-connect", SERVER25, "-bind", f"{CLI4}:40300",
+                "-starttls", "smtp", "-name", "client.lab.example", "-tls1_2",
+                "-servername", "mx.lab.example", "-ign_eof"], input_="QUIT\r\n",
                timeout=20)
 
 
@@ -859,8 +879,37 @@ SCENARIOS: list[Scenario] = [
                  stage="tls-established", tls_version="TLSv1.2",
                  message_accepted="none sent (QUIT only; encrypted)",
                  certificate_names=["mx.lab.example"], notes=["certificate-name-mismatch"],
+                 # control for cert-expired: the lab's normal certificate is valid
+                 notes_absent=["certificate-expired"],
                  events=[{"kind": "tls-client-hello", "sni": "other.lab.example"}])],
         log_expect=(r"TLS connection established from .*TLSv1\.2", r"starttls=1.*quit=1")),
+    Scenario(
+        "cert-expired",
+        "STARTTLS on 25 with TLS 1.2, so the server's certificate travels in clear. Postfix "
+        "serves a self-signed certificate for mx.lab.example (CN and only SAN, like the "
+        f"lab's normal one) whose notAfter lies {EXPIRED_DAYS_AGO} days before the capture "
+        "and notBefore a year before that (the certificate is made when the lab runs). The "
+        "client's SNI is mx.lab.example; it does not verify: s_client reports the expired "
+        "and self-signed certificate, completes the handshake and sends QUIT inside TLS. "
+        "Postfix answers 221 and closes (close_notify, FIN); s_client's own close_notify "
+        "then meets the closed socket (RST). Nothing died: the verdict is ok and the report "
+        f"carries a certificate-expired note ({EXPIRED_DAYS_AGO} days), beside the "
+        "certificate-self-signed note every lab certificate gets, and no "
+        "certificate-name-mismatch (the names match).",
+        "openssl s_client -starttls smtp -tls1_2 -servername mx.lab.example -ign_eof "
+        "-bind 192.0.2.10:40300 to Postfix on 25 with smtpd_tls_cert_file/smtpd_tls_key_file "
+        "set to a certificate made with Python's cryptography at lab time (RSA 2048, "
+        f"notAfter {EXPIRED_DAYS_AGO} days before the run), stdin QUIT; server-side capture.",
+        body_cert_expired,
+        [session(C + "40300", SERVER25, "ok", closed_by="server", how="FIN",
+                 stage="tls-established", tls_version="TLSv1.2",
+                 message_accepted="none sent (QUIT only; encrypted)",
+                 certificate_names=["mx.lab.example"], notes=["certificate-expired"],
+                 notes_absent=["certificate-name-mismatch"],
+                 events=[{"kind": "tls-client-hello", "sni": "mx.lab.example"}])],
+        postfix=EXPIRED_OVERRIDES,
+        log_expect=(r"TLS connection established from .*TLSv1\.2", r"starttls=1.*quit=1"),
+        client_expect=(r"verify error:num=10:certificate has expired",)),
     Scenario(
         "any-bridge-dup",
         "One ordinary message in plaintext, captured with `tcpdump -i any` on a server whose "
@@ -960,6 +1009,8 @@ def run_scenario(ctx: Ctx, sc: Scenario) -> Result:
     files = [server_pcap]
     write_json(ctx.out / f"{sc.name}.truth.json", truth(sc, ctx, sc.sessions, "server"))
     problems = check_log(sc, log) + check_capture(server_pcap)
+    problems += [f"{sc.name}: client transcript lacks /{pat}/" for pat in sc.client_expect
+                 if not re.search(pat, transcript)]
     if sc.capture_expect and not problems:
         problems += sc.capture_expect(server_pcap)
     problems += [f"{sc.name}: client socket still alive, killed: {ln}" for ln in leftovers]
