@@ -23,7 +23,16 @@ def tls_session(**cert: object) -> Session:
 def test_expired_certificate_against_capture_time() -> None:
     n = notes(tls_session(not_after=T0 - 86400 * 3))
     assert "certificate-expired" in n
-    assert "expired 3 day(s) before this capture" in n["certificate-expired"]
+    assert "expired 3 days before this capture" in n["certificate-expired"]
+
+
+def test_certificate_expired_hours_ago_says_hours() -> None:
+    assert "expired 1 day before" in notes(
+        tls_session(not_after=T0 - 86400 - 7200))["certificate-expired"]
+    assert "expired 5 hours before" in notes(
+        tls_session(not_after=T0 - 5 * 3600 - 30))["certificate-expired"]
+    assert "expired 1 minute before" in notes(
+        tls_session(not_after=T0 - 61))["certificate-expired"]
 
 
 def test_valid_certificate_gets_no_note() -> None:

@@ -54,6 +54,15 @@ def _get(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
+def _span(seconds: float) -> str:
+    """A duration as a reader says it: an hour-old expiry is not "0 day(s)"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        n = int(seconds // size)
+        if n:
+            return f"{n} {unit}{'s' if n > 1 else ''}"
+    return "less than a minute"
+
+
 @rule
 @needs("tls-certificate")
 def certificate(session: Session) -> list[Finding]:
@@ -66,12 +75,11 @@ def certificate(session: Session) -> list[Finding]:
         leaf = certs[0]
         name = _get(leaf, "common_name") or _get(leaf, "subject") or "the certificate"
         nb, na = _when(_get(leaf, "not_before")), _when(_get(leaf, "not_after"))
-        day = 86400.0
         if na is not None and na < e.time:
             out.append(Finding(
                 code="certificate-expired",
                 summary=f"The {who(e.direction)}'s certificate for {name} ({where(session, e)}) "
-                f"had expired {(e.time - na) / day:.0f} day(s) before this capture "
+                f"had expired {_span(e.time - na)} before this capture "
                 f"(notAfter {_get(leaf, 'not_after')}).",
                 evidence=[ev(e, f"certificate {name}, notAfter {_get(leaf, 'not_after')}")],
                 cannot_prove="whether the peer checks it (many MTAs accept any certificate)",
