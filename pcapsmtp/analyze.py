@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcapsmtp import rules
-from pcapsmtp.capture import Batch, CaptureInfo, Frame, open_capture
+from pcapsmtp.capture import Batch, CaptureInfo, CaptureReader, Frame, open_capture
 from pcapsmtp.dissect import SessionBuilder
 from pcapsmtp.flows import FlowTable, Selection
 from pcapsmtp.packets import Decoder, DecodeStats, Segment, TooBig
@@ -188,11 +188,7 @@ def _build(path: str, selection: Selection, store: SessionStore,
     pipeline = Pipeline(selection, on_session=store.add, keep=False, shard=shard)
     with _fewer_collections():
         with open_capture(path) as reader:
-            batches = reader.batches(pipeline.decoder.fast_path(SWEEP_EVERY))
-            if batches is None:
-                run_frames(pipeline, reader, progress)
-            else:
-                run_batches(pipeline, batches, progress)
+            run_reader(pipeline, reader, progress)
             info = reader.info
         pipeline.close()
     return info, pipeline.decoder.stats
@@ -303,6 +299,17 @@ def run_frames(pipeline: Pipeline, frames: Iterable[Frame],
             feed(frame)
             if not n & 0xFFFF:
                 progress(n)
+
+
+def run_reader(pipeline: Pipeline, reader: CaptureReader,
+               progress: Callable[[int], None] | None = None) -> None:
+    """Every frame of ``reader`` through ``pipeline``: in batches from the C reader where
+    it can read the capture, else frame by frame."""
+    batches = reader.batches(pipeline.decoder.fast_path(SWEEP_EVERY))
+    if batches is None:
+        run_frames(pipeline, reader, progress)
+    else:
+        run_batches(pipeline, batches, progress)
 
 
 def run_batches(pipeline: Pipeline, batches: Iterable[Batch],

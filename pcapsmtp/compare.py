@@ -39,7 +39,7 @@ from typing import Any
 import click
 
 from pcapsmtp import __version__, rules
-from pcapsmtp.analyze import Analysis, Pipeline, run_frames
+from pcapsmtp.analyze import Analysis, Pipeline, run_reader
 from pcapsmtp.capture import open_capture
 from pcapsmtp.dissect import SessionBuilder
 from pcapsmtp.flows import DEFAULT_PORTS, Selection
@@ -210,7 +210,7 @@ def read_side(path: str, role: str, selection: Selection) -> Side:
     """Analyse one capture as ``analyze`` does, keeping what alignment needs."""
     pipeline = _RecordingPipeline(selection)
     with open_capture(path) as reader:
-        run_frames(pipeline, reader)
+        run_reader(pipeline, reader)
         info = reader.info
     sessions = pipeline.close()
     result = Analysis(capture=info, decode=pipeline.decoder.stats, selection=selection,
