@@ -78,6 +78,7 @@ _CHUNK = 1 << 18  # bytes asked of the input per read; a pipe may return fewer
 _MAX_RECORD = 256 << 20  # no sane packet record is bigger; beyond this the file is corrupt
 _GZIP_MAGIC = b"\x1f\x8b"
 _PCAPNG_SHB = 0x0A0D0D0A
+_PCAPNG_SHB_BYTES = b"\x0a\x0d\x0d\x0a"  # the same in either byte order
 _PCAPNG_BOM = 0x1A2B3C4D
 
 # pcap magic (as read big-endian) -> (byte order, nanosecond, extra record bytes)
@@ -227,6 +228,7 @@ class CaptureReader:
         self._src = _Source(stream)
         self._frames: Iterator[Frame] = iter(())
         self._pcap: tuple[str, bool, int, int, int] | None = None  # a classic pcap's header
+        self._ng: _PcapngBlocks | None = None  # a pcapng file's reading state
         self._batched = False
         try:
             self._frames = self._start()
@@ -266,6 +268,7 @@ class CaptureReader:
             if _shb_byte_order(self._head(12, "pcapng section header"), 0) is None:
                 raise CaptureError(f"pcapng section header with a bad byte-order magic: "
                                    f"{self._name()}")
+            self._ng = _PcapngBlocks(self)
             return self._pcapng_frames()
         raise CaptureError(f"not a pcap or pcapng file: {self._name()} "
                            f"(starts with {_describe_start(head)})")
@@ -371,104 +374,12 @@ class CaptureReader:
         self._finish()
 
     def _pcapng_frames(self) -> Iterator[Frame]:
-        """The pcapng block loop: SHB (any byte order, many sections), IDB, EPB, SPB, PB."""
-        src, info = self._src, self.info
-        buf, pos, end = src.buf, 0, len(src.buf)
-        n, first, last = 0, None, None
-        ifaces: list[tuple[int, int, int, int]] = []  # (linktype, divisor, offset, snaplen)
-        head8 = epb = pb = u32 = None
-        order = "<"
-        t = 0.0
-        while True:
-            if end - pos < 12:
-                got = src.ensure(pos, 12)
-                buf, pos, end = src.buf, 0, len(src.buf)
-                if got is None:
-                    if end:
-                        self._stop(_cut_problem(n + 1, f"block header cut after {end} bytes"))
-                    break
-            if buf[pos:pos + 4] == b"\x0a\x0d\x0d\x0a":
-                order = _shb_byte_order(buf, pos)
-                if order is None:
-                    self._stop(_cut_problem(n + 1, "section header with a bad byte-order magic"))
-                    break
-                head8 = struct.Struct(order + "II").unpack_from
-                epb = struct.Struct(order + "IIIII").unpack_from
-                pb = struct.Struct(order + "HHIIII").unpack_from
-                u32 = struct.Struct(order + "I").unpack_from
-                ifaces = []
-            elif head8 is None:
-                self._stop("pcapng data before the first section header")
-                break
-            btype, blen = head8(buf, pos)
-            if blen < 12 or blen % 4 or blen > _MAX_RECORD:
-                self._stop(_cut_problem(n + 1, f"block at byte {src.base + pos:,} says "
-                                                  f"{blen:,} bytes"))
-                break
-            if end - pos < blen:
-                got = src.ensure(pos, blen)
-                buf, pos, end = src.buf, 0, len(src.buf)
-                if got is None:
-                    self._stop(_cut_problem(n + 1, f"block cut after {end} of {blen} bytes"))
-                    break
-            if u32(buf, pos + blen - 4)[0] != blen:
-                self._stop(_cut_problem(n + 1, f"block at byte {src.base + pos:,} has "
-                                                  f"mismatched lengths"))
-                break
-            body = pos + 8
-            nxt = pos + blen
-            if btype == 6 or btype == 2:  # enhanced packet / obsolete packet
-                if btype == 6:
-                    if blen < 32:
-                        self._stop(_cut_problem(n + 1, "enhanced packet block too short"))
-                        break
-                    iface, tsh, tsl, caplen, origlen = epb(buf, body)
-                else:
-                    if blen < 32:
-                        self._stop(_cut_problem(n + 1, "packet block too short"))
-                        break
-                    iface, _drops, tsh, tsl, caplen, origlen = pb(buf, body)
-                data_start = body + 20
-                if iface >= len(ifaces):
-                    self._stop(_cut_problem(n + 1, f"packet block names interface {iface}, "
-                                                      f"but only {len(ifaces)} are described"))
-                    break
-                if data_start + caplen > nxt - 4:
-                    self._stop(_cut_problem(n + 1, f"packet block says {caplen:,} bytes, "
-                                                      f"holds {nxt - 4 - data_start:,}"))
-                    break
-                linktype, div, offset, _snap = ifaces[iface]
-                t = ((tsh << 32) | tsl) / div + offset
-            elif btype == 3:  # simple packet: interface 0, no timestamp
-                if not ifaces or blen < 16:
-                    self._stop(_cut_problem(n + 1, "simple packet block before any interface "
-                                                      "or too short"))
-                    break
-                origlen = u32(buf, body)[0]
-                linktype, div, offset, snap = ifaces[0]
-                data_start = body + 4
-                caplen = min(origlen, nxt - 4 - data_start, snap or origlen)
-                # an SPB carries no time: it keeps the previous frame's (``t`` from before)
-            else:
-                if btype == 1:
-                    iface_info = _parse_idb(buf, pos, blen, order)
-                    if iface_info is None:
-                        self._stop(_cut_problem(n + 1, "interface description block too short"))
-                        break
-                    ifaces.append(iface_info)
-                    self._note_interface(iface_info[0], iface_info[3])
-                pos = nxt
-                continue
-            n += 1
-            if first is None:
-                first = last = info.first = info.last = t
-            elif t > last:
-                last = info.last = t
-            elif t < first:
-                first = info.first = t
-            info.packets = n
-            yield Frame(n, t, linktype, caplen, origlen, buf[data_start:data_start + caplen])
-            pos = nxt
+        """The pcapng block loop in Python: ``_PcapngBlocks.block`` reads each block."""
+        assert self._ng is not None
+        block = self._ng.block
+        while (frame := block()) is not _DONE:
+            if frame is not None:
+                yield frame
         self._finish()
 
     def _note_interface(self, linktype: int, snaplen: int) -> None:
@@ -505,6 +416,137 @@ class CaptureReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_DONE: Any = object()  # _PcapngBlocks.block: no more frames (the end, or damage noted)
+
+
+class _PcapngBlocks:
+    """A pcapng file's reading state between blocks -- the section's byte order and
+    interfaces, the frame count, the last frame's time -- and the reading of one block.
+
+    Why a class: so that a reader other than the Python block loop
+    (``CaptureReader._pcapng_frames``) can hand blocks here one at a time and share every
+    pcapng rule and every damage note."""
+
+    __slots__ = ("_reader", "_src", "_info", "pos", "n", "t", "ifaces", "_head8", "_epb",
+                 "_pb", "_u32", "_order")
+
+    def __init__(self, reader: CaptureReader) -> None:
+        self._reader, self._src, self._info = reader, reader._src, reader.info
+        self.pos = 0  # of the next block in ``_src.buf``
+        self.n = 0  # frames read
+        self.t = 0.0  # the last frame's time (a simple packet block has none of its own)
+        self.ifaces: list[tuple[int, int, int, int]] = []  # (linktype, div, offset, snaplen)
+        self._head8: Callable[[bytes, int], tuple[int, ...]] | None = None
+        self._epb = self._pb = self._u32 = self._head8
+        self._order = "<"
+
+    def block(self) -> Frame | None:
+        """Read the block at ``pos`` and move past it: a Frame for a packet block, None
+        for any other block, _DONE at the end of the data or at damage (noted)."""
+        src, pos = self._src, self.pos
+        buf = src.buf
+        if len(buf) - pos < 12:
+            buf, pos = src.ensure(pos, 12), 0
+            if buf is None:
+                return self._cut(f"block header cut after {len(src.buf)} bytes") \
+                    if src.buf else _DONE
+        if buf[pos:pos + 4] == _PCAPNG_SHB_BYTES:
+            if not self._section(buf, pos):
+                return self._cut("section header with a bad byte-order magic")
+        elif self._head8 is None:
+            self._reader._stop("pcapng data before the first section header")
+            return _DONE
+        btype, blen = self._head8(buf, pos)
+        if blen < 12 or blen % 4 or blen > _MAX_RECORD:
+            return self._cut(f"block at byte {src.base + pos:,} says {blen:,} bytes")
+        if len(buf) - pos < blen:
+            buf, pos = src.ensure(pos, blen), 0
+            if buf is None:
+                return self._cut(f"block cut after {len(src.buf)} of {blen} bytes")
+        if self._u32(buf, pos + blen - 4)[0] != blen:
+            return self._cut(f"block at byte {src.base + pos:,} has mismatched lengths")
+        self.pos = pos + blen
+        if btype == 6 or btype == 2:  # enhanced packet / obsolete packet
+            return self._packet(buf, pos, btype, blen)
+        if btype == 3:
+            return self._simple_packet(buf, pos, blen)
+        if btype == 1:
+            return self._interface(buf, pos, blen)
+        return None
+
+    def _cut(self, what: str) -> Any:
+        self._reader._stop(_cut_problem(self.n + 1, what))
+        return _DONE
+
+    def _section(self, buf: bytes, pos: int) -> bool:
+        """A section header: its byte order, and no interfaces yet.  False: a bad magic."""
+        order = _shb_byte_order(buf, pos)
+        if order is None:
+            return False
+        self._order = order
+        self._head8 = struct.Struct(order + "II").unpack_from
+        self._epb = struct.Struct(order + "IIIII").unpack_from
+        self._pb = struct.Struct(order + "HHIIII").unpack_from
+        self._u32 = struct.Struct(order + "I").unpack_from
+        self.ifaces = []
+        return True
+
+    def _interface(self, buf: bytes, pos: int, blen: int) -> Any:
+        """An interface description: one more interface of this section."""
+        iface = _parse_idb(buf, pos, blen, self._order)
+        if iface is None:
+            return self._cut("interface description block too short")
+        self.ifaces.append(iface)
+        self._reader._note_interface(iface[0], iface[3])
+        return None
+
+    def _packet(self, buf: bytes, pos: int, btype: int, blen: int) -> Frame | None:
+        """An enhanced (6) or obsolete (2) packet block: a frame with its own time."""
+        if blen < 32:
+            return self._cut(("enhanced packet block" if btype == 6 else "packet block")
+                             + " too short")
+        if btype == 6:
+            iface, tsh, tsl, caplen, origlen = self._epb(buf, pos + 8)
+        else:
+            iface, _drops, tsh, tsl, caplen, origlen = self._pb(buf, pos + 8)
+        data = pos + 28
+        if iface >= len(self.ifaces):
+            return self._cut(f"packet block names interface {iface}, "
+                             f"but only {len(self.ifaces)} are described")
+        if data + caplen > pos + blen - 4:
+            return self._cut(f"packet block says {caplen:,} bytes, "
+                             f"holds {pos + blen - 4 - data:,}")
+        linktype, div, offset, _snap = self.ifaces[iface]
+        # an int / int rounds once
+        return self._frame(((tsh << 32) | tsl) / div + offset, linktype, caplen, origlen,
+                           buf, data)
+
+    def _simple_packet(self, buf: bytes, pos: int, blen: int) -> Frame | None:
+        """A simple packet block: interface 0, no time of its own (the previous frame's)."""
+        if not self.ifaces or blen < 16:
+            return self._cut("simple packet block before any interface or too short")
+        origlen = self._u32(buf, pos + 8)[0]
+        linktype, _div, _offset, snap = self.ifaces[0]
+        data = pos + 12
+        caplen = min(origlen, pos + blen - 4 - data, snap or origlen)
+        return self._frame(self.t, linktype, caplen, origlen, buf, data)
+
+    def _frame(self, t: float, linktype: int, caplen: int, origlen: int, buf: bytes,
+               data: int) -> Frame:
+        """One more frame: counted, and the capture's earliest and latest times kept."""
+        self.n = n = self.n + 1
+        self.t = t
+        info = self._info
+        if info.first is None or info.last is None:
+            info.first = info.last = t
+        elif t > info.last:
+            info.last = t
+        elif t < info.first:
+            info.first = t
+        info.packets = n
+        return Frame(n, t, linktype, caplen, origlen, buf[data:data + caplen])
 
 
 def _shb_byte_order(buf: bytes, pos: int) -> str | None:
