@@ -42,6 +42,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 if TYPE_CHECKING:
     from pcapsmtp.packets import FastPath
 
+try:  # the C pcapng reader; packets.Decoder.fast_path says whether to use C at all
+    from pcapsmtp._fastpcap import pcapng_batch as _pcapng_batch
+except ImportError:  # not built, or built from an older source without it
+    _pcapng_batch = None
+
 
 class CaptureError(Exception):
     """The input cannot be read as a capture; the message is one line for the user."""
@@ -72,7 +77,8 @@ class CaptureInfo:
 
 # One batch of the C reader: (items, number of the last frame, its time, frames it decoded)
 Batch = tuple[list[Any], int, float, int]
-_STOP_BOUNDARY, _STOP_NEED, _STOP_OVERSIZE = 0, 1, 2  # why _fastpcap.pcap_batch returned
+# why _fastpcap.pcap_batch / pcapng_batch returned (_STOP_HAND: the block at pos is Python's)
+_STOP_BOUNDARY, _STOP_NEED, _STOP_OVERSIZE, _STOP_HAND = 0, 1, 2, 3
 
 _CHUNK = 1 << 18  # bytes asked of the input per read; a pipe may return fewer
 _MAX_RECORD = 256 << 20  # no sane packet record is bigger; beyond this the file is corrupt
@@ -288,12 +294,16 @@ class CaptureReader:
         Ethernet/IPv4/TCP frames (see ``packets.Decoder.fast_path``): each batch is
         (items, number of its last frame, that frame's time, frames decoded in C), an
         item a Segment or a Frame left to decode.  None when that reader cannot be
-        used (no C module, a pcapng file, or frames already iterated): iterate the
-        reader instead."""
-        if fast is None or self._pcap is None or self._batched:
+        used (no C module, or batches already taken): iterate the reader instead."""
+        if fast is None or self._batched:
             return None
-        self._batched = True
-        return self._pcap_batches(fast, *self._pcap)
+        if self._pcap is not None:
+            self._batched = True
+            return self._pcap_batches(fast, *self._pcap)
+        if self._ng is not None and _pcapng_batch is not None:
+            self._batched = True
+            return self._pcapng_batches(fast)
+        return None
 
     def _pcap_batches(self, fast: FastPath, endian: str, nano: bool, extra: int,
                       linktype: int, snaplen: int) -> Iterator[Batch]:
@@ -382,6 +392,43 @@ class CaptureReader:
                 yield frame
         self._finish()
 
+    def _pcapng_batches(self, fast: FastPath) -> Iterator[Batch]:
+        """``_pcapng_frames`` with the enhanced packet blocks read in C, which hands every
+        other block (and any it doubts) to ``_PcapngBlocks.block``: one implementation of
+        the format's rules and notes.  A batch ends where C stopped -- at the latest after
+        a frame numbered a multiple of the boundary -- and before Python reads a block,
+        which may wait for input; a frame Python read at the boundary is a batch."""
+        assert self._ng is not None and _pcapng_batch is not None
+        ng, src, info = self._ng, self._src, self.info
+        ctx = fast[1]
+        boundary = ctx[2]
+        items: list[Any] = []
+        sent = 0
+        while True:
+            items, ng.pos, ng.n, info.first, info.last, ng.t, decoded, stop, need = (
+                _pcapng_batch(src.buf, items, ng.pos, ng.n, info.first, info.last, ng.t,
+                              ng.c_format, ctx))
+            info.packets = ng.n
+            if ng.n != sent:
+                yield items, ng.n, ng.t, decoded
+                items, sent = [], ng.n
+            if stop == _STOP_BOUNDARY:
+                continue
+            if stop == _STOP_NEED:
+                more = src.ensure(ng.pos, need)
+                ng.pos = 0
+                if more is not None:
+                    continue
+            frame = ng.block()
+            if frame is _DONE:
+                break
+            if frame is not None:
+                items.append(frame)
+                if boundary and ng.n % boundary == 0:
+                    yield items, ng.n, ng.t, 0
+                    items, sent = [], ng.n
+        self._finish()
+
     def _note_interface(self, linktype: int, snaplen: int) -> None:
         info = self.info
         if linktype not in info.linktypes:
@@ -425,12 +472,13 @@ class _PcapngBlocks:
     """A pcapng file's reading state between blocks -- the section's byte order and
     interfaces, the frame count, the last frame's time -- and the reading of one block.
 
-    Why a class: so that a reader other than the Python block loop
-    (``CaptureReader._pcapng_frames``) can hand blocks here one at a time and share every
-    pcapng rule and every damage note."""
+    Why a class: the Python block loop (``CaptureReader._pcapng_frames``) and the C one
+    (``_pcapng_batches``, which hands every block but a sound enhanced packet block back
+    here, one at a time) must share every pcapng rule and every damage note; keeping
+    them in one place is how they stay the same."""
 
-    __slots__ = ("_reader", "_src", "_info", "pos", "n", "t", "ifaces", "_head8", "_epb",
-                 "_pb", "_u32", "_order")
+    __slots__ = ("_reader", "_src", "_info", "pos", "n", "t", "ifaces", "c_format",
+                 "_c_ifaces", "_head8", "_epb", "_pb", "_u32", "_order")
 
     def __init__(self, reader: CaptureReader) -> None:
         self._reader, self._src, self._info = reader, reader._src, reader.info
@@ -438,6 +486,9 @@ class _PcapngBlocks:
         self.n = 0  # frames read
         self.t = 0.0  # the last frame's time (a simple packet block has none of its own)
         self.ifaces: list[tuple[int, int, int, int]] = []  # (linktype, div, offset, snaplen)
+        self._c_ifaces = bytearray()  # the same, packed for the C reader by _c_interface
+        # the section as _fastpcap.pcapng_batch takes it (no interfaces: C reads nothing)
+        self.c_format: tuple = (False, self._c_ifaces, _MAX_RECORD, Frame)
         self._head8: Callable[[bytes, int], tuple[int, ...]] | None = None
         self._epb = self._pb = self._u32 = self._head8
         self._order = "<"
@@ -491,6 +542,8 @@ class _PcapngBlocks:
         self._pb = struct.Struct(order + "HHIIII").unpack_from
         self._u32 = struct.Struct(order + "I").unpack_from
         self.ifaces = []
+        self._c_ifaces = bytearray()  # grows in place: c_format holds it
+        self.c_format = (order == ">", self._c_ifaces, _MAX_RECORD, Frame)
         return True
 
     def _interface(self, buf: bytes, pos: int, blen: int) -> Any:
@@ -499,6 +552,7 @@ class _PcapngBlocks:
         if iface is None:
             return self._cut("interface description block too short")
         self.ifaces.append(iface)
+        self._c_ifaces += _c_interface(*iface[:3])
         self._reader._note_interface(iface[0], iface[3])
         return None
 
@@ -519,7 +573,7 @@ class _PcapngBlocks:
             return self._cut(f"packet block says {caplen:,} bytes, "
                              f"holds {pos + blen - 4 - data:,}")
         linktype, div, offset, _snap = self.ifaces[iface]
-        # an int / int rounds once
+        # an int / int rounds once; _fastpcap.ticks_time computes the same float
         return self._frame(((tsh << 32) | tsl) / div + offset, linktype, caplen, origlen,
                            buf, data)
 
@@ -547,6 +601,19 @@ class _PcapngBlocks:
             info.first = t
         info.packets = n
         return Frame(n, t, linktype, caplen, origlen, buf[data:data + caplen])
+
+
+def _c_interface(linktype: int, div: int, offset: int) -> bytes:
+    """An interface as _fastpcap.pcapng_batch takes it (its struct Iface): the time
+    divisor as a shift when it is a power of two, as an integer when below 2**63 (C
+    divides those exactly as Python does), else -2: frames whose times Python computes."""
+    if div & (div - 1) == 0:
+        shift, div = div.bit_length() - 1, 0
+    elif div < 1 << 63:
+        shift = -1
+    else:
+        shift, div = -2, 0
+    return struct.pack("=iiQq", linktype, shift, div, offset)
 
 
 def _shb_byte_order(buf: bytes, pos: int) -> str | None:

@@ -86,3 +86,20 @@ def ng_pb(iface: int, ticks: int, data: bytes, endian: str = "<") -> bytes:
     head = struct.pack(endian + "HHIIII", iface, 0, ticks >> 32, ticks & 0xFFFFFFFF,
                        len(data), len(data))
     return ng_block(2, head + data, endian)
+
+
+def ng_from_pcap(data: bytes, endian: str = "<", nano: bool = False) -> bytes:
+    """A classic pcap file (microsecond, either byte order) rewritten as pcapng: one
+    section, one interface, an enhanced packet block per record; ``nano`` gives the
+    interface if_tsresol 9 and nanosecond timestamps (ticks above 2**53)."""
+    order = "<" if struct.unpack_from("<I", data)[0] == MAGIC_US else ">"
+    snaplen, linktype = struct.unpack_from(order + "II", data, 16)
+    out = [ng_shb(endian), ng_idb(linktype & 0xFFFF, snaplen, 9 if nano else None,
+                                  endian=endian)]
+    pos = 24
+    while pos + 16 <= len(data):
+        sec, usec, caplen, origlen = struct.unpack_from(order + "IIII", data, pos)
+        ticks = sec * 10**9 + usec * 1000 if nano else sec * 10**6 + usec
+        out.append(ng_epb(0, ticks, data[pos + 16:pos + 16 + caplen], origlen, endian))
+        pos += 16 + caplen
+    return b"".join(out)

@@ -1,10 +1,11 @@
 """The C pcap reader (pcapsmtp/_fastpcap.c) against the Python reader and decoder.
 
-The C module is optional: it reads classic pcap records and decodes the common
-Ethernet/IPv4/TCP frames itself, and must give exactly what CaptureReader's Python
-record loop followed by Decoder.decode gives -- the same Segments (or the same Frames
-left for Python to decode), the same counts, the same capture info and the same note
-when a file is cut -- with and without a worker shard.
+The C module is optional: it reads classic pcap records and pcapng enhanced packet
+blocks and decodes the common Ethernet/IPv4/TCP frames itself, and must give exactly
+what CaptureReader's Python loops followed by Decoder.decode give -- the same Segments
+(or the same Frames left for Python to decode), the same frame times to the last bit,
+the same counts, the same capture info and the same note when a file is cut or
+corrupt -- with and without a worker shard.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import random
 import struct
 from pathlib import Path
 
@@ -24,7 +26,19 @@ from pcapsmtp import packets
 from pcapsmtp.capture import open_capture
 from pcapsmtp.packets import Decoder, Segment, shard_hash
 from pcapsmtp.render.json import render as render_json
-from tests.craft_pcap import MAGIC_NS, pcap_file, pcap_header, pcap_record
+from tests.craft_pcap import (
+    MAGIC_NS,
+    ng_block,
+    ng_epb,
+    ng_from_pcap,
+    ng_idb,
+    ng_pb,
+    ng_shb,
+    ng_spb,
+    pcap_file,
+    pcap_header,
+    pcap_record,
+)
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -82,13 +96,37 @@ def assert_same(path: Path) -> None:
         assert c[0] == py[0], (path.name, shard)
 
 
+NG_MAGIC = b"\x0a\x0d\x0d\x0a"
+
+
 def sample_pcaps() -> list[Path]:
-    return sorted(p for p in SAMPLES.glob("*.pcap") if p.read_bytes()[:4] != b"\x0a\x0d\x0d\x0a")
+    return sorted(p for p in SAMPLES.glob("*.pcap") if p.read_bytes()[:4] != NG_MAGIC)
+
+
+def sample_pcapngs() -> list[Path]:
+    """The shipped pcapng samples: by name, or by their first bytes."""
+    return sorted(p for p in SAMPLES.iterdir()
+                  if p.suffix == ".pcapng" or (p.is_file() and p.read_bytes()[:4] == NG_MAGIC))
 
 
 @pytest.mark.parametrize("path", sample_pcaps(), ids=lambda p: p.name)
 def test_samples_read_the_same(path: Path) -> None:
     assert_same(path)
+
+
+@pytest.mark.parametrize("path", sample_pcapngs(), ids=lambda p: p.name)
+def test_pcapng_samples_read_the_same(path: Path) -> None:
+    assert_same(path)
+
+
+@pytest.mark.parametrize("path", sample_pcaps(), ids=lambda p: p.name)
+def test_samples_as_pcapng_read_the_same(tmp_path: Path, path: Path) -> None:
+    """Every sample rewritten as pcapng (as dumpcap would have written it), little-endian
+    with microseconds and big-endian with nanoseconds (times that C must divide exactly)."""
+    for endian, nano in (("<", False), (">", True)):
+        ng = tmp_path / f"{path.stem}{endian}{nano}.pcapng"
+        ng.write_bytes(ng_from_pcap(path.read_bytes(), endian, nano))
+        assert_same(ng)
 
 
 def tcp(sport: int = 40000, dport: int = 25, payload: bytes = b"EHLO x\r\n",
@@ -218,12 +256,168 @@ def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Decoder().fast_path(2048) is None
 
 
+@pytest.mark.parametrize("ng", [False, True], ids=["pcap", "pcapng"])
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_analysis_is_the_same_with_and_without_it(monkeypatch: pytest.MonkeyPatch,
-                                                  jobs: int) -> None:
+                                                  tmp_path: Path, jobs: int, ng: bool) -> None:
     path = str(SAMPLES / "tls-client-silent.pcap")
+    if ng:
+        path = str(tmp_path / "tls-client-silent.pcapng")
+        Path(path).write_bytes(ng_from_pcap((SAMPLES / "tls-client-silent.pcap").read_bytes()))
     fast = render_json(analyze_mod.analyze(path, jobs=jobs))
     monkeypatch.setenv("PCAPSMTP_PURE_PYTHON", "1")
     pure = render_json(analyze_mod.analyze(path, jobs=jobs))
     assert fast == pure
     assert '"frame"' in fast
+
+
+# ---- pcapng ------------------------------------------------------------------------------
+
+
+def raw_ip(sport: int = 1) -> bytes:
+    """A frame for LINKTYPE_RAW (101): the fast path must leave it to Python."""
+    return bytes(IP(src="192.0.2.1", dst="198.51.100.2") / TCP(sport=sport, dport=25) / b"hi")
+
+
+def multi_section_pcapng() -> bytes:
+    """Two sections in different byte orders, each with interfaces of different link
+    types, resolutions (micro, nano, pico, 2**-n, and 10**19, which only Python divides)
+    and offsets; simple, obsolete, statistics and unknown blocks between the packets."""
+    eth = corner_frames()
+    out = [ng_shb("<"), ng_idb(1, 65535), ng_idb(1, 0, tsresol=9),
+           ng_idb(101, 0, tsresol=0x80 | 20, tsoffset=1_600_000_000),
+           ng_block(0x0BAD, b"a custom block")]
+    for i, f in enumerate(eth):
+        out.append(ng_epb(i % 2, (1_700_000_000 * 10**6 + i) * (1000 if i % 2 else 1), f))
+        if i % 7 == 0:
+            out.append(ng_epb(2, (1 << 52) + i * 12345, raw_ip(i)))
+        if i % 11 == 0:
+            out += [ng_spb(f), ng_pb(1, 1_700_000_001 * 10**9 + i, f),
+                    ng_block(5, struct.pack("<IIIHH", 0, 1, 2, 0, 0))]  # interface statistics
+    out += [ng_shb(">"), ng_idb(1, 0, tsresol=0x80 | 30, tsoffset=-86400, endian=">"),
+            ng_idb(1, 0, tsresol=12, tsoffset=1_690_000_000, endian=">"),
+            ng_idb(1, 0, tsresol=19, tsoffset=1_000_000_000, endian=">"),
+            ng_idb(101, 96, endian=">")]
+    for i, f in enumerate(eth):
+        ticks = (i * 0x9E3779B97F4A7C15) % 2**64
+        out.append(ng_epb(i % 3, ticks, f, endian=">"))
+        if i % 5 == 0:
+            out += [ng_spb(f, endian=">"), ng_epb(3, i, raw_ip(i), endian=">")]
+    return b"".join(out)
+
+
+def test_pcapng_sections_interfaces_and_blocks_read_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "multi.pcapng"
+    path.write_bytes(multi_section_pcapng())
+    assert_same(path)
+    segments = read_c(path, None)[0]
+    assert any(type(s) is packets.TooBig for s in segments)  # Python decoded some frames
+    zipped = tmp_path / "multi.pcapng.gz"
+    zipped.write_bytes(gzip.compress(path.read_bytes()))
+    assert read_c(zipped, None) == read_python(path, None)
+
+
+def frame_times(path: Path, c: bool) -> list[str]:
+    """Every frame's time to the last bit (float.hex), read by C or by Python."""
+    with open_capture(str(path)) as reader:
+        if not c:
+            return [f.time.hex() for f in reader]
+        batches = reader.batches(Decoder().fast_path(analyze_mod.SWEEP_EVERY))
+        assert batches is not None
+        return [item.time.hex() for items, *_ in batches for item in items]
+
+
+def tick_values(tsresol: int) -> list[int]:
+    """Random 1- to 64-bit ticks, and for a small decimal divisor 10**n the ticks whose
+    quotient lies exactly halfway between two floats, and one tick either side (where a
+    division that rounds twice, or a lost remainder, picks the wrong float)."""
+    rng = random.Random(tsresol)
+    ticks = [rng.getrandbits(rng.randint(1, 64)) for _ in range(3000)]
+    ticks += [0, 1, 2**53 - 1, 2**53, 2**53 + 1, 2**63, 2**64 - 1]
+    if not tsresol & 0x80 and 0 < tsresol < 5:
+        for m in range(2**53 + 1, 2**53 + 400, 2):  # odd 54-bit quotients: ties
+            tie = m * 5**tsresol
+            ticks += [tie - 1, tie, tie + 1]
+    return ticks
+
+
+@pytest.mark.parametrize("tsresol", [0, 1, 2, 3, 4, 6, 9, 12, 15, 18, 19, 0x80 | 0,
+                                     0x80 | 20, 0x80 | 64, 0x80 | 100])
+def test_pcapng_times_are_bit_for_bit_pythons(tmp_path: Path, tsresol: int) -> None:
+    """Python computes ticks / div with int / int (one correct rounding); C must get the
+    same float, also where (double)ticks / (double)div would round twice."""
+    ticks = tick_values(tsresol)
+    div = 2 ** (tsresol & 0x7F) if tsresol & 0x80 else 10**tsresol
+    if tsresol in (3, 9):  # the hazard is real: a naive division differs somewhere
+        assert any(float(t) / float(div) != t / div for t in ticks)
+    frame = bytes(tcp())
+    for offset in (None, 1_700_000_001, 2**53 + 1, -(2**62) - 769):  # the last two round
+        path = tmp_path / f"times{tsresol}.pcapng"
+        path.write_bytes(ng_shb() + ng_idb(1, tsresol=tsresol, tsoffset=offset)
+                         + b"".join(ng_epb(0, t, frame) for t in ticks))
+        assert frame_times(path, c=True) == frame_times(path, c=False)
+
+
+def test_pcapng_blocks_across_read_chunks_and_sweep_boundaries(tmp_path: Path) -> None:
+    """Blocks straddling the reader's 256 kB reads, and batches ending at every multiple
+    of the sweep interval: frame 2048 is an obsolete packet block and 4096 a simple one,
+    which Python reads, 6144 an enhanced packet block, which C reads."""
+    out = [ng_shb(), ng_idb(1, 0), ng_idb(1, 0, tsresol=9)]
+    for i in range(1, 7001):
+        f = bytes(tcp(sport=40000 + i % 300, payload=b"z" * (i * 37 % 1400)))
+        if i == 2048 or (i % 101 == 0 and i != 6144):
+            out.append(ng_pb(1, 1_700_000_000 * 10**9 + i, f))
+        elif i == 4096 or (i % 97 == 0 and i != 6144):
+            out.append(ng_spb(f))
+        else:
+            out.append(ng_epb(i % 2, (1_700_000_000 * 10**6 + i) * (1000 if i % 2 else 1), f))
+        if i % 500 == 0:
+            out.append(ng_block(0x0BAD, b"x" * 300))
+    path = tmp_path / "big.pcapng"
+    path.write_bytes(b"".join(out))
+    assert path.stat().st_size > 3 * 2**18
+    assert_same(path)
+    ends: list[int] = []
+    read_c(path, (0, 2), ends)
+    assert {2048, 4096, 6144} <= set(ends)
+    assert ends[-1] == 7000 and ends == sorted(ends)
+
+
+def damaged_pcapngs() -> dict[str, bytes]:
+    """A sound start, then one cut or corrupt block of each kind the reader notes."""
+    frame = bytes(tcp())
+    good = ng_shb() + ng_idb(1) + b"".join(ng_epb(0, 10**15 + i, frame) for i in range(3))
+    epb = ng_epb(0, 10**15 + 9, frame)
+    mismatched = epb[:-4] + struct.pack("<I", len(epb) + 4)
+    oversized, into_trailer = bytearray(epb), bytearray(epb)
+    struct.pack_into("<I", oversized, 20, len(frame) + 8)  # caplen beyond the block
+    struct.pack_into("<I", into_trailer, 20, len(epb) - 30)  # into the trailing length
+    be = ng_shb(">") + ng_idb(1, endian=">") + ng_epb(0, 1, frame, endian=">")
+    return {
+        "header cut": good + epb[:7],
+        "block cut": good + epb[:-9],
+        "bad section magic": good + ng_block(0x0A0D0D0A, struct.pack("<IHHq", 7, 1, 0, -1)),
+        "length below 12": good + struct.pack("<II", 6, 8) + epb[8:],
+        "length not a multiple of 4": good + struct.pack("<II", 6, len(epb) + 2) + epb[8:],
+        "length absurd": good + struct.pack("<II", 6, 300 << 20) + epb[8:],
+        "mismatched lengths": good + mismatched + epb,
+        "enhanced packet block too short": good + ng_block(6, b"\0" * 16) + epb,
+        "packet block too short": good + ng_block(2, b"\0" * 16) + epb,
+        "unknown interface": good + ng_epb(3, 5, frame) + epb,
+        "caplen beyond the block": good + bytes(oversized) + epb,
+        "caplen into the trailing length": good + bytes(into_trailer) + epb,
+        "simple packet before any interface": good + ng_shb() + ng_spb(frame),
+        "simple packet too short": good + ng_block(3, b"") + epb,
+        "interface block too short": good + ng_block(1, b"\0" * 4) + epb,
+        "cut in a big-endian section": good + be + be[:-3],
+        "mismatched in a big-endian section": good + be[:-4] + b"\0\0\0\1",
+    }
+
+
+@pytest.mark.parametrize("name", list(damaged_pcapngs()))
+def test_damaged_pcapng_gives_the_same_note(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "damaged.pcapng"
+    path.write_bytes(damaged_pcapngs()[name])
+    assert_same(path)
+    packets_read, _, _, problem = read_c(path, None)[2]
+    assert problem is not None and packets_read >= 3, problem
