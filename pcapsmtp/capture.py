@@ -42,11 +42,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 if TYPE_CHECKING:
     from pcapsmtp.packets import FastPath
 
-try:  # the C pcapng reader; packets.Decoder.fast_path says whether to use C at all
-    from pcapsmtp._fastpcap import pcapng_batch as _pcapng_batch
-except ImportError:  # not built, or built from an older source without it
-    _pcapng_batch = None
-
 
 class CaptureError(Exception):
     """The input cannot be read as a capture; the message is one line for the user."""
@@ -300,7 +295,7 @@ class CaptureReader:
         if self._pcap is not None:
             self._batched = True
             return self._pcap_batches(fast, *self._pcap)
-        if self._ng is not None and _pcapng_batch is not None:
+        if self._ng is not None:
             self._batched = True
             return self._pcapng_batches(fast)
         return None
@@ -309,7 +304,7 @@ class CaptureReader:
                       linktype: int, snaplen: int) -> Iterator[Batch]:
         """``_pcap_frames`` with the record loop in C: the same frames, cuts and notes."""
         src, info = self._src, self.info
-        batch, ctx = fast
+        batch, ctx = fast[0].pcap_batch, fast[1]
         fmt = (endian == ">", nano, extra, linktype, _record_limit(snaplen), Frame)
         hlen = 16 + extra
         pos, n = 24, 0
@@ -398,15 +393,15 @@ class CaptureReader:
         the format's rules and notes.  A batch ends where C stopped -- at the latest after
         a frame numbered a multiple of the boundary -- and before Python reads a block,
         which may wait for input; a frame Python read at the boundary is a batch."""
-        assert self._ng is not None and _pcapng_batch is not None
+        assert self._ng is not None
         ng, src, info = self._ng, self._src, self.info
-        ctx = fast[1]
+        batch, ctx = fast[0].pcapng_batch, fast[1]
         boundary = ctx[2]
         items: list[Any] = []
         sent = 0
         while True:
             items, ng.pos, ng.n, info.first, info.last, ng.t, decoded, stop, need = (
-                _pcapng_batch(src.buf, items, ng.pos, ng.n, info.first, info.last, ng.t,
+                batch(src.buf, items, ng.pos, ng.n, info.first, info.last, ng.t,
                               ng.c_format, ctx))
             info.packets = ng.n
             if ng.n != sent:

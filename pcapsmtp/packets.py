@@ -45,7 +45,8 @@ try:
 except ImportError:  # built at install time only where a C compiler was found
     _fastpcap = None
 
-# (pcap_batch, its context tuple): see Decoder.fast_path and capture.CaptureReader.batches
+# (the _fastpcap module, its context tuple): see Decoder.fast_path and
+# capture.CaptureReader.batches
 FastPath = tuple[Any, tuple]
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
@@ -487,7 +488,7 @@ class Decoder:
         return shard_hash(src, dst, sport, dport) % count == index
 
     def fast_path(self, boundary: int) -> FastPath | None:
-        """The C pcap reader (``_fastpcap.pcap_batch``) and what it needs to do this
+        """The C reader (``_fastpcap``: pcap_batch, pcapng_batch) and what it needs to do this
         decoder's fast path itself: the shard, the frame numbers to stop after (a
         multiple of ``boundary``), the type to build and its own address-text cache.
         None without the C module, or with $PCAPSMTP_PURE_PYTHON set: the caller then
@@ -495,7 +496,7 @@ class Decoder:
         if _fastpcap is None or os.environ.get("PCAPSMTP_PURE_PYTHON"):
             return None
         index, count = self.shard or (0, 1)
-        return _fastpcap.pcap_batch, (index, count, boundary, Segment, self._names4)
+        return _fastpcap, (index, count, boundary, Segment, self._names4)
 
     def count_fast(self, decoded: int) -> None:
         """Frames the C reader decoded as TCP (built or another shard's), in the stats."""

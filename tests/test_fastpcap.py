@@ -103,19 +103,14 @@ def sample_pcaps() -> list[Path]:
     return sorted(p for p in SAMPLES.glob("*.pcap") if p.read_bytes()[:4] != NG_MAGIC)
 
 
-def sample_pcapngs() -> list[Path]:
-    """The shipped pcapng samples: by name, or by their first bytes."""
-    return sorted(p for p in SAMPLES.iterdir()
-                  if p.suffix == ".pcapng" or (p.is_file() and p.read_bytes()[:4] == NG_MAGIC))
+def sample_captures() -> list[Path]:
+    """Every shipped capture, classic pcap or pcapng (by name, or by its first bytes)."""
+    return sorted(p for p in SAMPLES.iterdir() if p.suffix in (".pcap", ".pcapng")
+                  or (p.is_file() and p.read_bytes()[:4] == NG_MAGIC))
 
 
-@pytest.mark.parametrize("path", sample_pcaps(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sample_captures(), ids=lambda p: p.name)
 def test_samples_read_the_same(path: Path) -> None:
-    assert_same(path)
-
-
-@pytest.mark.parametrize("path", sample_pcapngs(), ids=lambda p: p.name)
-def test_pcapng_samples_read_the_same(path: Path) -> None:
     assert_same(path)
 
 
