@@ -68,6 +68,9 @@ class CaptureInfo:
     first: float | None = None  # earliest frame time seen
     last: float | None = None  # latest frame time seen
     problem: str | None = None  # e.g. "capture cut short in frame 1234: record cut after ..."
+    # TLS key-log lines the capture carries itself (pcapng Decryption Secrets Blocks,
+    # as `editcap --inject-secrets tls,KEYS` writes them): counted, never kept or shown.
+    tls_keys: int = 0
 
 
 # One batch of the C reader: (items, number of the last frame, its time, frames it decoded)
@@ -460,6 +463,7 @@ class CaptureReader:
         self.close()
 
 
+_DSB_TLS_KEY_LOG = 0x544C534B  # "TLSK": an NSS key log in a decryption secrets block
 _DONE: Any = object()  # _PcapngBlocks.block: no more frames (the end, or damage noted)
 
 
@@ -520,6 +524,8 @@ class _PcapngBlocks:
             return self._simple_packet(buf, pos, blen)
         if btype == 1:
             return self._interface(buf, pos, blen)
+        if btype == 10:
+            self._secrets(buf, pos, blen)
         return None
 
     def _cut(self, what: str) -> Any:
@@ -550,6 +556,17 @@ class _PcapngBlocks:
         self._c_ifaces += _c_interface(*iface[:3])
         self._reader._note_interface(iface[0], iface[3])
         return None
+
+    def _secrets(self, buf: bytes, pos: int, blen: int) -> None:
+        """A decryption secrets block: TLS key-log lines are counted (tshark decrypts with
+        them; the report says so), other kinds of secret (SSH, WireGuard) are not ours."""
+        if blen < 20:
+            return
+        kind, length = self._head8(buf, pos + 8)  # type: ignore[misc]
+        if kind == _DSB_TLS_KEY_LOG:
+            data = buf[pos + 16:pos + 16 + min(length, blen - 20)]
+            self._info.tls_keys += sum(1 for line in data.splitlines()
+                                       if line.strip() and not line.startswith(b"#"))
 
     def _packet(self, buf: bytes, pos: int, btype: int, blen: int) -> Frame | None:
         """An enhanced (6) or obsolete (2) packet block: a frame with its own time."""

@@ -221,14 +221,16 @@ def segments(tshark: str, path: str,
 # ---- the decryption pass ---------------------------------------------------------------
 
 
-def decrypted_pdus(tshark: str, path: str, keylog: str,
+def decrypted_pdus(tshark: str, path: str, keylog: str | None,
                    selection: Selection) -> dict[int, list[bytes]]:
     """Frame number -> the decrypted SMTP PDUs tshark completed in that frame.
 
     ``-Y "tls and smtp"`` keeps the output to frames that carry decrypted SMTP
-    (plaintext SMTP has no TLS layer), so the JSON stays small.
+    (plaintext SMTP has no TLS layer), so the JSON stays small.  ``keylog`` None: the
+    keys the capture embeds (pcapng decryption secrets), which tshark reads itself.
     """
-    cmd = [tshark, "-r", path, "-n", "-o", f"tls.keylog_file:{keylog}", *decode_as(selection),
+    keys = ["-o", f"tls.keylog_file:{keylog}"] if keylog else []
+    cmd = [tshark, "-r", path, "-n", *keys, *decode_as(selection),
            "-Y", "tls and smtp", "-T", "json", "-x", "--no-duplicate-keys", "-j", "frame smtp"]
     text = "".join(_run_lines(cmd))
     out: dict[int, list[bytes]] = {}
@@ -394,7 +396,8 @@ def analyze(path: str, selection: Selection | None = None, keylog: str | None = 
         raise TsharkError(f"key-log file not found: {keylog}")
     with _on_disk(path) as file:
         info = _capture_info(file, path)
-        decrypted = decrypted_pdus(tshark, file, keylog, selection) if keylog else {}
+        decrypted = decrypted_pdus(tshark, file, keylog, selection) \
+            if keylog or info.tls_keys else {}
         pipeline = TsharkPipeline(selection, decrypted)
         stats = pipeline.decoder.stats
         for n, (frame, time, seg) in enumerate(segments(tshark, file, stats), 1):
@@ -424,11 +427,12 @@ def _capture_info(file: str, shown: str) -> CaptureInfo:
         with open_capture(file) as reader:
             head = reader.info
             info.format, info.compressed = head.format, head.compressed
-            info.snaplen = head.snaplen
             for frame in reader:  # pcapng declares link types per interface: a few frames
                 if len(head.linktypes) or frame.number > 16:
                     break
             info.linktypes = list(head.linktypes)
+            info.snaplen = head.snaplen  # pcapng: from the interface blocks just read
+            info.tls_keys = head.tls_keys  # secrets blocks precede the packets they decrypt
     except CaptureError:
         info.format = "other"
     return info

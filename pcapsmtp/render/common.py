@@ -5,9 +5,13 @@ from __future__ import annotations
 import time as _time
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pcapsmtp.store import verdicts
 from pcapsmtp.timeline import Session
+
+if TYPE_CHECKING:
+    from pcapsmtp.analyze import Analysis
 
 LINKTYPE_NAMES = {
     0: "NULL", 1: "EN10MB", 12: "RAW", 14: "RAW", 101: "RAW", 108: "LOOP",
@@ -25,6 +29,18 @@ def utc(ts: float | None, date: bool = True) -> str:
         return "-"
     fmt = "%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S"
     return _time.strftime(fmt, _time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}"
+
+
+def embedded_keys(result: Analysis) -> str | None:
+    """What the report says of TLS keys the capture carries (pcapng decryption secrets):
+    the native engine cannot use them, tshark decrypts with them."""
+    n = result.capture.tls_keys
+    if not n:
+        return None
+    what = f"{n:,} TLS key-log line{'s' if n > 1 else ''} embedded in the capture"
+    if result.engine == "native":
+        return f"{what}: `--engine tshark` decrypts the sessions with them"
+    return f"{what}, used to decrypt"
 
 
 def mark(direction: str, tls: bool) -> str:

@@ -30,7 +30,13 @@ from typing import Any
 
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
-from pcapsmtp.render.common import ending_text, linktype_name, utc, verdict_tally
+from pcapsmtp.render.common import (
+    embedded_keys,
+    ending_text,
+    linktype_name,
+    utc,
+    verdict_tally,
+)
 from pcapsmtp.render.common import verdict_code as _code
 from pcapsmtp.render.text import _grouped, timeline_rows
 from pcapsmtp.timeline import Event, Session, endpoint
@@ -160,6 +166,9 @@ def header(result: Analysis, sharing: Any) -> Iterator[str]:
     snap = f"snaplen {info.snaplen}" if info.snaplen else "snaplen unknown"
     facts.append(("format", f"{info.format}{', gzip' if info.compressed else ''}, "
                             f"link type {links}, {snap}"))
+    keys = embedded_keys(result)
+    if keys:
+        facts.append(("keys", keys))
     if sharing is not None and sharing.shown:
         facts.append(("report cut down", sharing.shown))
     for name, value in facts:

@@ -85,6 +85,7 @@ def to_dict(result: Analysis, sessions: bool = True) -> dict[str, Any]:
             "packets": info.packets, "first": info.first, "last": info.last,
             "linktypes": [linktype_name(t) for t in info.linktypes],
             "snaplen": info.snaplen, "problem": info.problem,
+            "tls_keys_embedded": info.tls_keys,
         },
         "decode": _decode(result),
         "summary": {

@@ -15,7 +15,13 @@ from typing import Any
 
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
-from pcapsmtp.render.common import ending_text, linktype_name, utc, verdict_tally
+from pcapsmtp.render.common import (
+    embedded_keys,
+    ending_text,
+    linktype_name,
+    utc,
+    verdict_tally,
+)
 from pcapsmtp.render.common import verdict_code as _code
 from pcapsmtp.render.text import timeline_rows
 from pcapsmtp.timeline import Session, endpoint
@@ -67,6 +73,9 @@ def header(result: Analysis) -> Iterator[str]:
     snap = f"snaplen {info.snaplen}" if info.snaplen else "snaplen unknown"
     gz = ", gzip" if info.compressed else ""
     yield f"- **format:** {text(info.format + gz)}, link type {text(links)}, {snap}"
+    keys = embedded_keys(result)
+    if keys:
+        yield f"- **keys:** {text(keys)}"
     if info.problem:
         yield f"- **warning:** {text(info.problem)}; sessions below are what came before it."
 

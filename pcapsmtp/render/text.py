@@ -18,6 +18,7 @@ from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.render.common import (
     around_id,
+    embedded_keys,
     ending_text,
     linktype_name,
     mark,
@@ -79,6 +80,9 @@ def header(result: Analysis) -> Iterator[str]:
     snap = f"snaplen {info.snaplen}" if info.snaplen else "snaplen unknown"
     gz = ", gzip" if info.compressed else ""
     yield f"format: {info.format}{gz}, link type {links}, {snap}"
+    keys = embedded_keys(result)
+    if keys:
+        yield from _wrap(f"keys: {keys}", "", "  ")
     skipped = _decode_notes(result)
     if skipped:
         yield from _wrap("decode: " + skipped, "", "  ")
