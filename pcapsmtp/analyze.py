@@ -21,7 +21,7 @@ from pcapsmtp.capture import Batch, CaptureInfo, CaptureReader, Frame, open_capt
 from pcapsmtp.dissect import SessionBuilder
 from pcapsmtp.flows import FlowTable, Selection
 from pcapsmtp.packets import Decoder, DecodeStats, Segment, TooBig
-from pcapsmtp.store import RenderOnAdd, SessionStore, default_jobs
+from pcapsmtp.store import LearnOnAdd, RenderOnAdd, SessionStore, default_jobs
 from pcapsmtp.timeline import Session
 
 # A closed connection is finished this long (capture time) after its close, so
@@ -159,20 +159,22 @@ def _jobs_for(path: str, jobs: int | None) -> int:
 
 def analyze(path: str, selection: Selection | None = None,
             progress: Callable[[int], None] | None = None,
-            jobs: int | None = None, render: RenderOnAdd | None = None) -> Analysis:
+            jobs: int | None = None, render: RenderOnAdd | None = None,
+            learn: LearnOnAdd | None = None) -> Analysis:
     """Read a whole capture and diagnose every SMTP session in it.
 
     ``jobs`` > 1 (default: :func:`default_jobs` for files of a few MB and more) shards
     the connections over worker processes; the result is the same as with one.
     ``render=(key, fn)``: the result's store keeps each session rendered by ``fn`` as it
-    is finished instead of the session (see :class:`~pcapsmtp.store.SessionStore`).
+    is finished instead of the session (see :class:`~pcapsmtp.store.SessionStore`);
+    ``learn=fn``: it keeps ``fn(session)`` of each too (same place).
     """
     selection = selection or Selection()
     n = _jobs_for(path, jobs)
     if n > 1:
         with _fewer_collections():  # the workers inherit it; the parent unpickles much
-            return _analyze_sharded(path, selection, progress, n, render)
-    store = SessionStore(render=render)
+            return _analyze_sharded(path, selection, progress, n, render, learn)
+    store = SessionStore(render=render, learn=learn)
     with _fewer_collections():  # also while the stubs are sorted and the captures judged
         info, decode = _build(path, selection, store, progress)
         store.seal()
@@ -204,7 +206,8 @@ def _result(info: CaptureInfo, decode: DecodeStats, selection: Selection,
 
 def _analyze_sharded(path: str, selection: Selection,
                      progress: Callable[[int], None] | None, count: int,
-                     render: RenderOnAdd | None = None) -> Analysis:
+                     render: RenderOnAdd | None = None,
+                     learn: LearnOnAdd | None = None) -> Analysis:
     """Each of ``count`` forked workers reads the whole file (reading and decoding are
     cheap next to building sessions), builds only the connections of its shard, and
     pickles them into its own spool file; the parent adopts the spools, numbers the
@@ -229,7 +232,7 @@ def _analyze_sharded(path: str, selection: Selection,
         receiver, sender = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_worker, daemon=True,
                            args=(path, selection, i, count, spools[i], sender,
-                                 progress if i == 0 else None, render))
+                                 progress if i == 0 else None, render, learn))
         proc.start()
         sender.close()
         workers.append((proc, receiver))
@@ -251,7 +254,7 @@ def _analyze_sharded(path: str, selection: Selection,
                 spool.close()
             raise reply[1]
     _, info, decode, _ = replies[0]
-    store = SessionStore(render=render)
+    store = SessionStore(render=render, learn=learn)
     store.merge([(spool, reply[3]) for spool, reply in zip(spools, replies, strict=True)])
     store.seal()
     return _result(info, decode, selection, store)
@@ -267,14 +270,14 @@ def _preload() -> None:
 
 def _worker(path: str, selection: Selection, index: int, count: int, spool: Any,
             conn: Any, progress: Callable[[int], None] | None,
-            render: RenderOnAdd | None = None) -> None:
+            render: RenderOnAdd | None = None, learn: LearnOnAdd | None = None) -> None:
     """One shard's sessions into ``spool``; (capture info, decode stats, entries) to the
     parent through ``conn``, or the exception that stopped it."""
     try:
         # The parent's objects came with the fork: keep the GC from scanning them (and
         # from touching their pages, which copy-on-write would then duplicate).
         gc.freeze()
-        store = SessionStore(spool, render)
+        store = SessionStore(spool, render, learn)
         info, decode = _build(path, selection, store, progress, shard=(index, count))
         conn.send(("ok", info, decode, store.entries()))
     except BaseException as exc:  # noqa: BLE001 - the parent re-raises it

@@ -195,7 +195,7 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     input could not be read, 2 usage error, 3 a --fail-on verdict was found.
     """
     from pcapsmtp.analyze import analyze as run
-    from pcapsmtp.redact import share
+    from pcapsmtp.redact import names_in_session, share
 
     if jobs:
         os.environ["PCAPSMTP_JOBS"] = str(jobs)  # read by the analysis and the renderers
@@ -204,9 +204,14 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     selection = Selection(ports=frozenset(DEFAULT_PORTS | _ports(ports) | implicit),
                           implicit_tls_ports=frozenset(implicit), any_port=any_port)
     redacting = redact or bool(redact_key) or keep_domains
-    render = _render_on_add(fmt, brief, redacting)
-    result = _run_engine(engine, keylog, capture, selection, render) if engine or keylog \
-        else run(capture, selection, progress=_progress(), render=render)
+    render = _render_on_add(fmt, brief)
+    # Redacted, no session is shown before the names of all are learnt: the analysis
+    # only finds each session's names (learn=), and share() renders each once redacted.
+    on_finish = None if redacting else render
+    learn = names_in_session if redacting else None
+    result = _run_engine(engine, keylog, capture, selection, on_finish, learn) \
+        if engine or keylog \
+        else run(capture, selection, progress=_progress(), render=on_finish, learn=learn)
     if _progress():
         click.echo("\r\033[K", err=True, nl=False)
     if not result.sessions:
@@ -217,7 +222,7 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
               f"{problem}); try --port or --any-port")
     shared, sharing = share(result, scope, redact=redacting,
                             key=redact_key.encode() if redact_key else None,
-                            keep_domains=keep_domains)
+                            keep_domains=keep_domains, render=render)
     chunks = _chunks(shared, fmt, brief, sharing)
     if output:
         with open(output, "w", encoding="utf-8") as fh:
@@ -237,12 +242,12 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     sys.exit(status)
 
 
-def _render_on_add(fmt: str, brief: bool, redacting: bool) -> Any:
+def _render_on_add(fmt: str, brief: bool) -> Any:
     """Text and JSON reports are rendered where each session is finished, instead of
     pickling every session and loading it again for the report (analyze's ``render``,
-    see store.SessionStore).  None when redacting: pseudonyms are learnt from all
-    sessions before any is shown; and for markdown and html."""
-    if redacting or fmt not in ("json", "text"):
+    see store.SessionStore); redacted, where each is redacted (redact.share).  None for
+    markdown and html."""
+    if fmt not in ("json", "text"):
         return None
     if fmt == "json":
         from pcapsmtp.render import json as json_report
@@ -252,7 +257,7 @@ def _render_on_add(fmt: str, brief: bool, redacting: bool) -> Any:
 
 
 def _run_engine(engine: str | None, keylog: str | None, capture: str,
-                selection: Selection, render: Any = None) -> Any:
+                selection: Selection, render: Any = None, learn: Any = None) -> Any:
     """The engine the user picked: --keylog needs tshark, so it implies it."""
     from pcapsmtp.analyze import analyze as native
 
@@ -262,7 +267,7 @@ def _run_engine(engine: str | None, keylog: str | None, capture: str,
                    "cannot decrypt)", err=True)
         sys.exit(2)
     if engine == "native":
-        return native(capture, selection, progress=_progress(), render=render)
+        return native(capture, selection, progress=_progress(), render=render, learn=learn)
     from pcapsmtp import engine_tshark
 
     return engine_tshark.analyze(capture, selection, keylog=keylog, progress=_progress())

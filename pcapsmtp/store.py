@@ -81,8 +81,42 @@ def stub(session: Session) -> Session:
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class VerdictCode:
+    """A verdict reduced to its code: what a report stub keeps of it."""
+
+    code: str | None
+
+
+def report_stub(session: Session) -> Session:
+    """A lighter stub, for a store that only renderers read (a redacted report's, see
+    redact.Redactor): what the summaries read of every session -- identity, times,
+    packets, who closed, the verdict's code -- without the verdict's text and evidence
+    or the EHLO reply, which only the cross-session rules read.  On the 100k-packet
+    benchmark a stub made from a loaded session held 4.5 KB, this one 1.4 KB."""
+    close = next((e for e in session.events if e.kind == "tcp-fin" or e.kind == "tcp-rst"),
+                 None)
+    verdict = session.verdict
+    return Session(
+        id=session.id, client=session.client, server=session.server,
+        ip_version=session.ip_version, first_time=session.first_time,
+        last_time=session.last_time, first_frame=session.first_frame,
+        last_frame=session.last_frame, packets=session.packets, syn_seen=session.syn_seen,
+        implicit_tls=session.implicit_tls, open_at_end=session.open_at_end,
+        events=[close] if close is not None else [],
+        verdict=None if verdict is None else VerdictCode(getattr(verdict, "code", None)),
+    )
+
+
 #: What a store keeps instead of pickled sessions: ``(key, fn)``, see SessionStore.
 RenderOnAdd = tuple[str, Callable[[Session], tuple[str, str]]]
+#: What a store keeps in memory of each session besides its stub: ``fn(session)``, see
+#: SessionStore (``learn``).
+LearnOnAdd = Callable[[Session], Any]
+
+
+#: A worker's account of one session: (stub, offset in its spool, length, learnt or None).
+Entry = tuple[Session, int, int, Any]
 
 
 class SessionStore(Sequence[Session]):
@@ -101,9 +135,21 @@ class SessionStore(Sequence[Session]):
     Measured on the 100k-packet benchmark (2,421 sessions, one process): pickling and
     loading cost 125 us a session, and the text report loaded each session twice.
     ``load`` refuses on such a store.
+
+    ``learn=fn``: ``fn(session)`` is kept in memory with the session's stub, computed where
+    the session is finished (like ``render``), and read back in order by :func:`learnt`.
+    For a redacted report: the names redaction must learn from every session before it
+    shows any (redact.names_in_session), found by the analysis workers in parallel
+    instead of by the parent loading every session once more for them.  Keep it small:
+    it stays in memory for every session, as the stub does.
+
+    ``stub``: what stays in memory of each session: :func:`stub` (what the cross-session
+    rules and the summaries read), or :func:`report_stub` for a store only renderers read.
     """
 
-    def __init__(self, spool: Any = None, render: RenderOnAdd | None = None) -> None:
+    def __init__(self, spool: Any = None, render: RenderOnAdd | None = None,
+                 learn: LearnOnAdd | None = None,
+                 stub: Callable[[Session], Session] = stub) -> None:
         # ``spool``: a file to write to instead of our own (a worker process's, see analyze)
         self._spool = spool if spool is not None else \
             tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
@@ -116,6 +162,9 @@ class SessionStore(Sequence[Session]):
         self.stubs: list[Session] = []
         self._order: list[int] = []
         self._render = render
+        self._learn = learn
+        self._stub = stub
+        self.learnt: dict[int, Any] = {}  # id -> learn(session), when ``learn`` is given
 
     def add(self, session: Session) -> None:
         if self._render is None:
@@ -127,26 +176,33 @@ class SessionStore(Sequence[Session]):
         self._where[session.id] = (0, self._end, len(data))
         self._spool.write(data)
         self._end += len(data)
-        self.stubs.append(stub(session))
+        self.stubs.append(self._stub(session))
+        if self._learn is not None:
+            self.learnt[session.id] = self._learn(session)
 
-    def entries(self) -> list[tuple[Session, int, int]]:
-        """(stub, offset, length) of every session added: what a worker hands back."""
+    def entries(self) -> list[Entry]:
+        """(stub, offset, length, learnt or None) of every session added: what a worker
+        hands back."""
         self._spool.flush()
-        return [(st, *self._where[st.id][1:]) for st in self.stubs]
+        return [(st, *self._where[st.id][1:], self.learnt.get(st.id)) for st in self.stubs]
 
-    def merge(self, parts: list[tuple[Any, list[tuple[Session, int, int]]]]) -> None:
+    def merge(self, parts: list[tuple[Any, list[Entry]]]) -> None:
         """Adopt the spools of worker processes, ``[(spool file, entries), ...]``, whose
         session ids are sortable keys (first frame); renumber them 1..N in that order."""
         rows = []
         for spool, entries in parts:
             self._spools.append(spool)
             index = len(self._spools) - 1
-            rows.extend((st.id, index, offset, length, st) for st, offset, length in entries)
+            rows.extend((st.id, index, offset, length, st, learnt)
+                        for st, offset, length, learnt in entries)
         rows.sort(key=lambda r: r[0])
-        for new_id, (_, index, offset, length, st) in enumerate(rows, len(self.stubs) + 1):
+        for new_id, (_, index, offset, length, st, learnt) in enumerate(
+                rows, len(self.stubs) + 1):
             st.id = new_id
             self._where[new_id] = (index, offset, length)
             self.stubs.append(st)
+            if self._learn is not None:
+                self.learnt[new_id] = learnt
 
     def seal(self) -> None:
         """No more sessions: fix the order (by id, i.e. by first packet)."""
@@ -278,6 +334,16 @@ def rendered(sessions: Sequence[Session], key: str) -> Iterator[str] | None:
     if store is None or store._render is None or store._render[0] != key:
         return None
     return map(store.rendering, ids)
+
+
+def learnt(sessions: Sequence[Session], fn: LearnOnAdd) -> list[Any] | None:
+    """What a store's ``learn=fn`` kept of each session, in order; None when the sessions
+    are not such a store (or a plain view of one), or it kept another function's: ask
+    the sessions themselves then."""
+    store, ids = _plain_ids(sessions)
+    if store is None or store._learn is not fn:
+        return None
+    return [store.learnt[sid] for sid in ids]
 
 
 def parallel_map(sessions: Sequence[Session], fn: Callable[[Session], Any],

@@ -15,6 +15,7 @@ import html
 import json
 import re
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from scapy.utils import wrpcap
 
 from pcapsmtp.analyze import analyze
 from pcapsmtp.cli import main
-from pcapsmtp.redact import Pseudonyms, Redactor, Scope, cut, registrable, share
+from pcapsmtp.redact import Pseudonyms, Redactor, Scope, cut, names_in_session, registrable, share
 from tests.craft_session import Conversation
 from tests.tls_fixtures import run_tls
 
@@ -444,3 +445,197 @@ def test_cli_filters(crafted: Path) -> None:
 def test_cli_filter_typos_are_usage_errors(crafted: Path, args: list[str]) -> None:
     result = CliRunner().invoke(main, ["analyze", str(crafted), *args])
     assert result.exit_code == 2
+
+
+# ---------------------------------------------------------------------------
+# what makes --redact cheap must not change what it replaces: the names are found by
+# the analysis workers as sessions finish (names_in_session), learnt by the parent in
+# session order, and each session is redacted once, into a store of its own
+
+
+def _shard(client: str, cport: int, server: str, count: int = 2) -> int:
+    """The analysis worker (of ``count``) that builds this connection (packets.shard_hash)."""
+    import socket
+
+    from pcapsmtp.packets import shard_hash
+    raw = socket.inet_aton
+    return shard_hash(raw(client), raw(server), cport, 25) % count
+
+
+def _port_in_shard(client: str, server: str, shard: int, start: int) -> int:
+    return next(p for p in range(start, start + 100) if _shard(client, p, server) == shard)
+
+
+def _ehlo_only(c: Conversation, name: bytes, reply: bytes = b"250 ok\r\n") -> None:
+    c.handshake()
+    c.server_sends(b"220 mx.relay.test ESMTP\r\n")
+    c.client_sends(b"EHLO " + name + b"\r\n")
+    c.server_sends(reply)
+    c.client_sends(b"QUIT\r\n")
+    c.server_sends(b"221 bye\r\n")
+    c.close()
+
+
+def build_two_worker_capture(tmp: Path) -> Path:
+    """Four sessions over two analysis workers (by their ports), in this order of start:
+
+    1. worker 1, closes last: STARTTLS; the certificate's L= is ``Smalltown``
+    2. worker 0, closes first: ``EHLO Smalltown`` -- the certificate named it first
+    3. worker 0: a 550 that names ``PC17`` (a bare name: learnt from an EHLO only)
+    4. worker 1: ``EHLO PC17``
+
+    then 2,100 frames of other traffic, so the analysis finishes sessions 2-4 in a
+    sweep, before session 1 (at the end of the capture): in the order they closed.
+    """
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    client, server = "203.0.113.50", "192.0.2.25"
+    ports = [_port_in_shard(client, server, shard, 41000 + 100 * i)
+             for i, shard in enumerate((1, 0, 0, 1))]
+    convs = [Conversation(client=client, server=server, cport=port,
+                          time=1_700_000_000.0 + i) for i, port in enumerate(ports)]
+    c = convs[0]
+    c.handshake()
+    c.server_sends(b"220 mx.relay.test ESMTP\r\n")
+    c.client_sends(b"EHLO ws1.corp.test\r\n")
+    c.server_sends(b"250-mx.relay.test\r\n250 STARTTLS\r\n")
+    c.client_sends(b"STARTTLS\r\n")
+    c.server_sends(b"220 2.0.0 Ready to start TLS\r\n")
+    ex = run_tls(_cert(tmp), max_version=ssl.TLSVersion.TLSv1_2, sni=None)
+    for side, data in ex.chunks:
+        (c.client_sends if side == "C" else c.server_sends)(data)
+    c.time += 60.0  # idle: it closes after the others
+    c.close()
+    _ehlo_only(convs[1], b"Smalltown")
+    _ehlo_only(convs[2], b"ws1.corp.test", b"550 5.7.1 Access denied for PC17\r\n")
+    _ehlo_only(convs[3], b"PC17")
+    packets = sorted((p for c in convs for p in c.packets), key=lambda p: float(p.time))
+    for i in range(2100):
+        other = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(
+            src="198.18.0.1", dst="198.18.0.2") / UDP(sport=5353, dport=5353)
+        other.time = 1_700_000_020.0 + i * 0.001
+        packets.append(other)
+    packets.sort(key=lambda p: float(p.time))
+    path = tmp / "two-workers.pcap"
+    wrpcap(str(path), packets)
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_two_worker_capture(tmp_path_factory.mktemp("redact2"))
+
+
+def test_two_worker_capture_holds_what_the_tests_look_for(two_workers: Path) -> None:
+    from pcapsmtp.store import learnt
+
+    assert [_shard("203.0.113.50", int(s["client"].rsplit(":", 1)[1]), "192.0.2.25")
+            for s in json.loads(run_cli(str(two_workers), "-f", "json"))["sessions"]] \
+        == [1, 0, 0, 1]
+    result = analyze(str(two_workers), jobs=1, learn=names_in_session)
+    found = learnt(result.sessions, names_in_session)
+    assert ("dn", "Smalltown") in found[0] and ("host", "Smalltown") in found[1]
+    assert ("host", "PC17") in found[3] and not any("PC17" in v for _, v in found[2])
+    plain = run_cli(str(two_workers))
+    assert "Access denied for PC17" in plain and "EHLO Smalltown" in plain
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_names_learnt_in_another_worker_are_replaced(two_workers: Path, jobs: str) -> None:
+    data = json.loads(run_cli(str(two_workers), "-f", "json", "--redact-key", "k",
+                              "--jobs", jobs))
+    out = json.dumps(data)
+    assert "PC17" not in out and "Smalltown" not in out
+    texts = [" ".join(e["text"] for e in s["events"]) for s in data["sessions"]]
+    ehlo = re.search(r"EHLO (host-[0-9a-f]{6}\.example)", texts[3]).group(1)
+    assert f"Access denied for {ehlo}" in texts[2]  # session 3's only name: from session 4
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_names_are_learnt_in_session_order_not_as_sessions_finish(two_workers: Path,
+                                                                   jobs: str) -> None:
+    # "Smalltown" is first a certificate name (session 1, which finished last), so the
+    # EHLO of session 2 shows that pseudonym, not a host name's
+    data = json.loads(run_cli(str(two_workers), "-f", "json", "--redact-key", "k",
+                              "--jobs", jobs))
+    texts = [" ".join(e["text"] for e in s["events"]) for s in data["sessions"]]
+    assert re.search(r"EHLO name-[0-9a-f]{6}\b", texts[1]), texts[1]
+
+
+_PSEUDONYM = {"addresses": r"ip6?-[0-9a-f]{6,64}", "host names": r"host-[0-9a-f]{6,64}",
+              "e-mail addresses": r"user-[0-9a-f]{6,64}",
+              "certificate names": r"name-[0-9a-f]{6,64}",
+              "certificate fingerprints": r"fp-[0-9a-f]{6,64}",
+              "file names": r"capture-[0-9a-f]{6,64}",
+              "AUTH challenges": r"challenge-[0-9a-f]{6,64}"}
+
+
+@pytest.mark.parametrize("extra", [[], ["--keep-domains"], ["--jobs", "2"],
+                                   ["--failures-only"]])
+def test_counts_are_what_the_report_replaced(crafted: Path, two_workers: Path,
+                                             extra: list[str]) -> None:
+    """The counts (printed before the sessions in JSON) are the distinct pseudonyms that
+    the report shows, category by category: none missing, none extra."""
+    for path in (crafted, two_workers):
+        out = run_cli(str(path), "-f", "json", "--redact-key", "k", *extra)
+        counts = json.loads(out)["redacted"]
+        body = out.split('"redacted":', 1)[0] + out.split('"sessions":', 1)[1]
+        shown = {cat: len(set(re.findall(r"(?<![\w-])" + pat + r"(?![\w-])", body)))
+                 for cat, pat in _PSEUDONYM.items()}
+        assert shown == counts, path.name
+        assert counts["addresses"] >= 2
+        text = run_cli(str(path), "--redact-key", "k", *extra)
+        assert text.split("redacted: ")[-1].startswith(
+            ", ".join(f"{n} {c}" for c, n in counts.items() if n and n != 1)[:20])
+
+
+def test_pseudonym_collisions_come_out_the_same_from_every_path(
+        crafted: Path, two_workers: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two first pseudonyms per category ("ip-0", "ip-1"), collisions are sure: which
+    original gets the longer digest depends on the order of first use, which must not
+    depend on the number of workers or on where the names were learnt."""
+    from pcapsmtp.render import json as json_report
+
+    real = Pseudonyms._digest
+
+    def two_first(self: Pseudonyms, category: str, original: str) -> Iterable[str]:
+        digests = list(real(self, category, original))
+        return iter([str(int(digests[0][0], 16) % 2), *digests])
+
+    monkeypatch.setattr(Pseudonyms, "_digest", two_first)
+    for path in (crafted, two_workers):
+        one = run_cli(str(path), "-f", "json", "--redact-key", "k", "--jobs", "1")
+        two = run_cli(str(path), "-f", "json", "--redact-key", "k", "--jobs", "2")
+        assert one == two
+        if path == crafted:  # 6 IPv4 addresses for 2 short pseudonyms
+            assert re.search(r"\bip-[01]\b", one) and re.search(r"\bip-[0-9a-f]{6}\b", one), \
+                "no collision: the test proves nothing"
+        # learnt by loading the sessions (no learn= at the analysis), rendered lazily
+        out, sharing = share(analyze(str(path), jobs=1), redact=True, key=b"k")
+        assert json_report.render(out, sharing) == one
+
+
+def test_names_in_session_each_once_in_order_of_first_mention() -> None:
+    from pcapsmtp.timeline import Event, Session
+
+    s = Session(id=1, client=("192.0.2.1", 4000), server=("192.0.2.2", 25), ip_version=4,
+                first_time=0.0, last_time=1.0, first_frame=1, last_frame=9)
+    s.events = [Event(0.0, 1, "S", "smtp-reply", "220 b.example.org ESMTP",
+                      fields={"answers": "CONNECT", "lines": ["b.example.org ESMTP"]}),
+                Event(0.1, 2, "C", "smtp-command", "EHLO a.example.net",
+                      fields={"verb": "EHLO", "argument": "a.example.net"}),
+                Event(0.2, 3, "S", "smtp-reply", "250 b.example.org a.example.net",
+                      fields={"lines": ["b.example.org a.example.net"], "code": 250})]
+    assert names_in_session(s) == (("host", "b.example.org"), ("host", "a.example.net"))
+
+
+def test_scrub_results_are_remembered_only_for_the_names_learnt() -> None:
+    r = Redactor(b"k")
+    r._compile()
+    assert r.scrub("Access denied for PC17") == "Access denied for PC17"
+    r.learn_host("PC17")  # learnt later (a test; the CLI learns everything first)
+    r._compile()
+    assert re.fullmatch(r"Access denied for host-[0-9a-f]{6}\.example",
+                        r.scrub("Access denied for PC17"))
+    assert r.summary()["host names"] == 1

@@ -122,3 +122,41 @@ def test_analyze_render_parameter_gives_the_same_report(jobs: int) -> None:
     as_text = analyze(path, jobs=jobs, render=text.on_add(timelines=True))
     assert store_mod.rendered(as_text.sessions, "text") is not None
     assert text.render(as_text) == text.render(plain)
+
+
+def test_learnt_values_follow_their_sessions_through_a_merge(tmp_path) -> None:  # noqa: ANN001
+    """Workers' stores hand back what ``learn`` kept of each session; the merged store
+    gives it back by final id (first frame order), whichever worker and order it came in."""
+    import tempfile
+
+    def learn(s: Session) -> tuple[str, ...]:
+        return (f"first frame {s.first_frame}",)
+
+    parts = []
+    for frames in ((30, 10), (20, 40)):  # as workers finish them: not in order
+        spool = tempfile.TemporaryFile()  # noqa: SIM115
+        worker = SessionStore(spool, learn=learn)
+        for frame in frames:
+            worker.add(session(frame, events=1))
+        parts.append((spool, worker.entries()))
+    merged = SessionStore(learn=learn)
+    merged.merge(parts)
+    merged.seal()
+    assert store_mod.learnt(merged, learn) == [(f"first frame {f}",) for f in (10, 20, 30, 40)]
+    assert store_mod.learnt(merged.filter(lambda s: s.id > 2), learn) == [
+        ("first frame 30",), ("first frame 40",)]
+    assert store_mod.learnt(merged, lambda s: ()) is None  # another function's: not these
+    assert store_mod.learnt(merged.map(lambda s: s), learn) is None
+
+
+def test_report_stubs_keep_what_the_summaries_read() -> None:
+    from pcapsmtp.render.common import ending_text, verdict_code
+    from pcapsmtp.rules import Finding
+
+    s = session(1, events=2)
+    s.events.append(Event(2.0, 12, "S", "tcp-fin", "FIN", fields={"offset": 7}))
+    s.verdict = Finding(code="smtp-rejected", summary="names 192.0.2.1")
+    light = store_mod.report_stub(s)
+    for read in (ending_text, verdict_code, lambda x: (x.id, x.client, x.server, x.packets)):
+        assert read(light) == read(s) == read(store_mod.stub(s))
+    assert "192.0.2.1" not in repr(light.verdict) and len(light.events) == 1
