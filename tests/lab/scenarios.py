@@ -222,6 +222,16 @@ def body_cert_expired(ctx: Ctx) -> str:
                timeout=20)
 
 
+def body_old_tls_client(ctx: Ctx) -> str:
+    """openssl s_client allowed TLS 1.0 only (-tls1; SECLEVEL=0 so that its own OpenSSL 3
+    lets it offer TLS 1.0 at all), as an old appliance or sender does. The lab's Postfix
+    excludes SHA-1 suites, the only ones TLS 1.0 has: no shared cipher."""
+    return cli(["openssl", "s_client", "-connect", SERVER25, "-bind", f"{CLI4}:40310",
+                "-starttls", "smtp", "-name", "client.lab.example", "-tls1",
+                "-cipher", "DEFAULT@SECLEVEL=0", "-servername", "mx.lab.example",
+                "-ign_eof"], input_="QUIT\r\n", timeout=20)
+
+
 def body_smtps_ok(ctx: Ctx) -> str:
     """swaks --tlsc (TLS on connect) on 465."""
     return swaks("--tlsc", port=465, lport=40090)
@@ -590,7 +600,9 @@ SCENARIOS: list[Scenario] = [
         "fix its source port, so the client port is null.",
         body_no_shared_cipher,
         [session(None, SERVER25, "tls-handshake-alert", closed_by="server", how="FIN",
-                 stage="client-hello", alert="handshake_failure", alert_from="server")],
+                 stage="client-hello", alert="handshake_failure", alert_from="server",
+                 # control for old-tls-client: this ClientHello offers TLS 1.2
+                 notes_absent=["old-tls-version"])],
         log_expect=(r"SSL_accept error|no shared cipher",)),
     Scenario(
         "smtps-465-ok", "Implicit TLS on 465 (TLS 1.3), one message, QUIT." + TLS_OK_REASON,
@@ -910,6 +922,38 @@ SCENARIOS: list[Scenario] = [
         postfix=EXPIRED_OVERRIDES,
         log_expect=(r"TLS connection established from .*TLSv1\.2", r"starttls=1.*quit=1"),
         client_expect=(r"verify error:num=10:certificate has expired",)),
+    Scenario(
+        "old-tls-client",
+        "STARTTLS on 25, then a ClientHello that offers TLS 1.0 only (legacy_version 0x0301, "
+        "no supported_versions extension) with eight CBC suites, all with SHA-1 MACs (TLS 1.0 "
+        "has no others), and the renegotiation SCSV, as old appliances and senders do. The "
+        "lab's Postfix excludes SHA-1 suites (smtpd_tls_exclude_ciphers = aNULL, SHA1, as in "
+        "tls-no-shared-cipher), so no suite is left for TLS 1.0: OpenSSL answers the "
+        "ClientHello with a fatal handshake_failure alert (Postfix logs 'no shared cipher'), "
+        "not protocol_version; s_client then closes, and so does Postfix. OpenSSL 3's "
+        "default policy alone does not refuse TLS 1.0 here: with the exclusion removed, the "
+        "same client negotiated TLSv1 with ECDHE-RSA-AES256-SHA, and with "
+        "smtpd_tls_protocols = >=TLSv1.2 instead the server answered protocol_version (70) "
+        "(both tried once when this scenario was made). The verdict is tls-handshake-alert "
+        "(handshake_failure, from the server) and the report carries the note "
+        "old-tls-version (the client offered at most TLS 1.0); tls-no-shared-cipher, the "
+        "same alert after a TLS 1.2 ClientHello, is the control without that note.",
+        "openssl s_client -starttls smtp -tls1 -cipher 'DEFAULT@SECLEVEL=0' -servername "
+        "mx.lab.example -ign_eof -bind 192.0.2.10:40310 to Postfix on 25 (the lab's normal "
+        "configuration), stdin QUIT; server-side capture.",
+        body_old_tls_client,
+        [session(C + "40310", SERVER25, "tls-handshake-alert", closed_by="client",
+                 how="FIN", stage="client-hello", alert="handshake_failure",
+                 alert_from="server", notes=["old-tls-version"],
+                 events=[{"kind": "tls-client-hello", "legacy_version": 0x0301,
+                          "versions": [], "sni": "mx.lab.example"},
+                         {"kind": "tls-alert", "level": 2, "description": 40}],
+                 close_race=("s_client exits on the alert while Postfix logs and closes: "
+                             "either FIN may come first; this fact is what the committed "
+                             "capture shows"))],
+        log_expect=(r"SSL_accept error from unknown\[192\.0\.2\.10\]",
+                    r"no shared cipher", r"starttls=0/1"),
+        client_expect=(r"Protocol *: TLSv1\n", r"SSL alert number 40")),
     Scenario(
         "any-bridge-dup",
         "One ordinary message in plaintext, captured with `tcpdump -i any` on a server whose "
