@@ -108,6 +108,7 @@ class SessionBuilder:
                 self._plain.begin(d, 0, b"")
         self.client_isn = first.seq if first.flags & SYN and (first.src, first.sport) == client \
             else None
+        self.session.client_isn = self.client_isn
         self._fins: set[str] = set()
 
     # -- input -------------------------------------------------------------

@@ -58,7 +58,8 @@ def _dumps(session: Session) -> bytes:
 
 def stub(session: Session) -> Session:
     """A copy with only what the cross-session rules and the summary table read:
-    identity, times, verdict, the EHLO reply, the first FIN/RST (who closed, for
+    identity (the client's ISN too: it tells one connection seen through a NAT), times,
+    verdict, the EHLO reply, the first FIN/RST (who closed, for
     ``render.common.ending_text``) and a PROXY protocol header (the original client)."""
     ehlo = close = proxy = None
     for e in session.events:
@@ -76,6 +77,7 @@ def stub(session: Session) -> Session:
         ip_version=session.ip_version, first_time=session.first_time,
         last_time=session.last_time, first_frame=session.first_frame,
         last_frame=session.last_frame, packets=session.packets, syn_seen=session.syn_seen,
+        client_isn=session.client_isn,
         implicit_tls=session.implicit_tls, open_at_end=session.open_at_end,
         events=[e for e in (proxy, ehlo, close) if e is not None], verdict=session.verdict,
     )

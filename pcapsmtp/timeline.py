@@ -66,6 +66,7 @@ class Session:
     last_frame: int
     packets: int = 0
     syn_seen: bool = False  # the capture holds the client's SYN (saw the start)
+    client_isn: int | None = None  # the client's initial sequence number, when its SYN opened it
     implicit_tls: bool = False  # TLS from the first byte (port 465)
     events: list[Event] = field(default_factory=list)
     events_dropped: int = 0  # events beyond the per-session cap (counted, not kept)

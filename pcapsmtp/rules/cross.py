@@ -16,6 +16,9 @@ UNANSWERED = {"tcp-no-answer", "tcp-refused"}
 #: This many failed sessions between the same hosts within STORM_WINDOW is a storm.
 STORM_COUNT = 5
 STORM_WINDOW = 600.0
+#: The two captures of one connection through a NAT start this close together (the
+#: forwarding host's delay, microseconds; a second leaves room for a loaded host).
+NAT_COPY_WITHIN = 1.0
 
 
 def _code(s: Session) -> str:
@@ -34,10 +37,34 @@ def client_host(s: Session) -> str:
     return s.client[0]
 
 
+def nat_copies(sessions: list[Session]) -> list[tuple[Session, Session]]:
+    """(session, the same connection seen again after a NAT) for every connection the
+    capture holds twice.  ``tcpdump -i any`` on a host that forwards with DNAT (Docker's
+    published ports, a NAT gateway) records each packet on the way in, addressed to the
+    host, and on the way out, addressed to the real server: two sessions.  They share the
+    client's address, port and initial sequence number (DNAT rewrites neither) and the
+    server's port, and start together; only a SYN seen proves the ISN, so sessions
+    without one are never paired."""
+    by: dict[tuple[tuple[str, int], int, int], list[Session]] = defaultdict(list)
+    for s in sessions:
+        if s.client_isn is not None:
+            by[(s.client, s.client_isn, s.server[1])].append(s)
+    pairs = []
+    for group in by.values():
+        group.sort(key=lambda s: (s.first_time, s.id))
+        for first, again in zip(group, group[1:], strict=False):
+            if again.server[0] != first.server[0] \
+                    and again.first_time - first.first_time <= NAT_COPY_WITHIN:
+                pairs.append((first, again))
+    return pairs
+
+
 def _pairs(sessions: list[Session]) -> dict[tuple[str, str], list[Session]]:
+    copies = {again.id for _, again in nat_copies(sessions)}  # one connection counts once
     by: dict[tuple[str, str], list[Session]] = defaultdict(list)
     for s in sessions:
-        by[(client_host(s), s.server[0])].append(s)
+        if s.id not in copies:
+            by[(client_host(s), s.server[0])].append(s)
     for group in by.values():
         group.sort(key=lambda s: (s.first_time, s.id))
     return by
@@ -147,3 +174,40 @@ def ehlo_differs(sessions: list[Session]) -> list[Finding]:
             sessions=sorted({s.id for ss in variants.values() for s in ss}),
         ))
     return out
+
+
+@capture_rule
+def nat_copy(sessions: list[Session]) -> list[Finding]:
+    """One connection captured twice, before and after a NAT: reported once for the
+    capture, so that nobody reads two failures (or two messages) where there was one."""
+    pairs = nat_copies(sessions)
+    if not pairs:
+        return []
+    first, again = pairs[0]
+    listed = "; ".join(f"{a.id} and {b.id}" for a, b in pairs[:12])
+    more = f" and {len(pairs) - 12} more" if len(pairs) > 12 else ""
+    differ = [(a, b) for a, b in pairs if _code(a) != _code(b)]
+    changed = ""
+    if differ:  # the host changed the traffic between its interfaces: worth a look
+        changed = (" The verdicts differ for " + ", ".join(
+            f"{a.id} ({_code(a)}) and {b.id} ({_code(b)})" for a, b in differ[:4])
+            + ": the forwarding host dropped or changed packets between its interfaces.")
+    return [Finding(
+        code="nat-copy",
+        summary=f"{len(pairs)} connection(s) appear twice, before and after address "
+        f"translation (sessions {listed}{more}): e.g. {endpoint(first.client)} to "
+        f"{endpoint(first.server)} is the same connection as to {endpoint(again.server)} "
+        "(same client port and initial sequence number). The capture was taken with "
+        "`tcpdump -i any` on a host that forwards with DNAT (Docker's published ports, a "
+        "NAT gateway); each such session is shown twice, and the ban and retry patterns "
+        f"count it once.{changed}",
+        evidence=[Evidence(a.first_frame, a.first_time, f"session {a.id}: {_code(a)}")
+                  for a, _ in pairs[:3]]
+        + [Evidence(b.first_frame, b.first_time, f"session {b.id}: {_code(b)}")
+           for _, b in pairs[:3]],
+        cannot_prove="",
+        next_step="read either copy; capture on one interface (`tcpdump -i eth0`) to see "
+        "each connection once",
+        severity="info",
+        sessions=sorted({s.id for pair in pairs for s in pair}),
+    )]
