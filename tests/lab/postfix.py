@@ -200,6 +200,7 @@ class Postfix:
         self.log = workdir / "maillog"
         self.running = False
         self.overrides: dict[str, str] = {}
+        self.resolver: str | None = None
 
     def setup(self) -> None:
         """Create dirs, cert, sasldb, config; `postfix check` must pass."""
@@ -219,21 +220,39 @@ class Postfix:
         """Run the postfix command for this instance inside the server namespace."""
         return ns_run(SRV, ["postfix", "-c", str(self.etc), *args], timeout=30).stdout
 
-    def start(self, overrides: Mapping[str, str] | None = None) -> None:
-        """(Re)start with the given main.cf overrides and wait until every port answers."""
+    def start(self, overrides: Mapping[str, str] | None = None,
+              resolver: str | None = None) -> None:
+        """(Re)start with the given main.cf overrides and wait until every port answers.
+
+        resolver: the text of a resolv.conf for this Postfix alone. `ip netns exec` gives
+        each command a private mount namespace (a slave of the host's); the file is
+        bind-mounted over /etc/resolv.conf in the one `postfix start` runs in, so only
+        the master and the daemons it forks (smtpd: no chroot in MASTER_CF) see it. No
+        file of the machine changes, and the next start without a resolver has the
+        machine's resolv.conf again."""
         if self.running:
             self.stop()
         write_config(self.workdir, overrides)
         self.overrides = dict(overrides or {})
-        self.postfix("start")
+        self.resolver = resolver
+        if resolver is None:
+            self.postfix("start")
+        else:
+            conf = self.etc / "resolv.conf"
+            conf.write_text(resolver)
+            os.chmod(conf, 0o644)
+            ns_run(SRV, ["sh", "-c", 'mount --bind "$1" /etc/resolv.conf && '
+                         'exec postfix -c "$2" start', "sh", str(conf), str(self.etc)],
+                   timeout=30)
         self.running = True
         for port in PORTS:
             wait_port(SRV, SRV4, port)
 
-    def ensure(self, overrides: Mapping[str, str]) -> None:
-        """Running with exactly these overrides; restart only when something differs."""
-        if not self.running or dict(overrides) != self.overrides:
-            self.start(overrides)
+    def ensure(self, overrides: Mapping[str, str], resolver: str | None = None) -> None:
+        """Running with exactly these overrides and resolver; restart only when something
+        differs."""
+        if not self.running or dict(overrides) != self.overrides or resolver != self.resolver:
+            self.start(overrides, resolver)
 
     def stop(self) -> None:
         """Stop Postfix and wait (bounded) for the master to exit."""

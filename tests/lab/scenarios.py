@@ -93,6 +93,12 @@ class Scenario:
     # Set up before the capture starts and undone after it stops (so that its own
     # probes never land in the capture): a network change, a helper daemon.
     around: Callable[[Ctx], AbstractContextManager[Any]] | None = None
+    # Set up before Postfix is (re)started for the scenario, undone after the capture
+    # stopped: what Postfix must meet from its first connection on (wait_port's probes
+    # included). It yields a list that it fills with problems found on the way out.
+    setup: Callable[[Ctx], AbstractContextManager[list[str]]] | None = None
+    # A resolv.conf for Postfix alone during this scenario (Postfix.start).
+    resolver: str | None = None
     # Checks of the capture itself (problems found), for what Postfix's log cannot prove.
     capture_expect: Callable[[Path], list[str]] | None = None
 
@@ -230,6 +236,54 @@ def body_old_tls_client(ctx: Ctx) -> str:
                 "-starttls", "smtp", "-name", "client.lab.example", "-tls1",
                 "-cipher", "DEFAULT@SECLEVEL=0", "-servername", "mx.lab.example",
                 "-ign_eof"], input_="QUIT\r\n", timeout=20)
+
+
+# slow-banner-dns: Postfix's resolver is a DNS server that never answers. The address sits
+# in the client's network beyond the router, whose nftables drop everything sent to it on
+# port 53 (silently: no ICMP, so the resolver waits its full timeout). The first rule
+# counts the reverse lookup of the client (qname 10.2.0.192.in-addr.arpa: its labels start
+# 12 bytes into the DNS message, 20 bytes after the UDP header's start).
+DEAD_DNS = "192.0.2.53"
+RESOLVER_TIMEOUT = 6
+DEAD_RESOLV_CONF = (f"# tests/lab slow-banner-dns: a DNS server that never answers\n"
+                    f"nameserver {DEAD_DNS}\noptions timeout:{RESOLVER_TIMEOUT} attempts:1\n")
+
+
+def _ptr_labels(addr: str) -> str:
+    """The wire form of an IPv4 address's reversed labels (no in-addr.arpa), as hex."""
+    return b"".join(bytes([len(lbl)]) + lbl.encode() for lbl in reversed(addr.split("."))).hex()
+
+
+DEAD_DNS_RULES = [
+    f"ip daddr {DEAD_DNS} udp dport 53 @th,160,{len(_ptr_labels(CLI4)) * 4} "
+    f"0x{_ptr_labels(CLI4)} counter drop",
+    f"ip daddr {DEAD_DNS} meta l4proto {{ tcp, udp }} th dport 53 drop",
+]
+
+
+@contextmanager
+def dead_resolver(ctx: Ctx) -> Iterator[list[str]]:
+    """The router drops all DNS to DEAD_DNS before Postfix starts with it as its resolver
+    (Scenario.resolver), so wait_port's own probes cannot draw ICMP errors into the
+    capture either; on the way out, the reverse lookup of the client must have been sent
+    (the rule's counter), and Postfix is stopped while the drop is still in place: the next
+    scenario starts a Postfix with the machine's resolv.conf."""
+    found: list[str] = []
+    with faults.nft_rules(RTR, "forward", DEAD_DNS_RULES):
+        try:
+            yield found
+            listing = ns_run(RTR, ["nft", "list", "table", "inet", faults.TABLE]).stdout
+            counted = re.search(r"counter packets (\d+)", listing)
+            if not counted or int(counted.group(1)) == 0:
+                found.append(f"slow-banner-dns: no reverse lookup of {CLI4} reached the "
+                             "router (its DNS drop counted none): Postfix did not ask DNS")
+        finally:
+            ctx.pf.stop()
+
+
+def body_slow_banner_dns(ctx: Ctx) -> str:
+    """swaks, plaintext on 25, to a Postfix whose reverse lookup of the client times out."""
+    return swaks(lport=40320)
 
 
 def body_smtps_ok(ctx: Ctx) -> str:
@@ -529,7 +583,9 @@ SCENARIOS: list[Scenario] = [
         "swaks plaintext to Postfix on 25; server-side capture.",
         body_plain_ok,
         [session(C + "40010", SERVER25, "ok", closed_by="server", how="FIN", stage="quit",
-                 messages_accepted=1, close_race=RACE)],
+                 messages_accepted=1, close_race=RACE,
+                 # control for slow-banner-dns: no lookup, the greeting at once
+                 notes_absent=["slow-banner"])],
         log_expect=(r"status=sent",)),
     Scenario(
         "starttls-ok", "STARTTLS on 25, TLS 1.3, one message, QUIT." + TLS_OK_REASON,
@@ -955,6 +1011,38 @@ SCENARIOS: list[Scenario] = [
                     r"no shared cipher", r"starttls=0/1"),
         client_expect=(r"Protocol *: TLSv1\n", r"SSL alert number 40")),
     Scenario(
+        "slow-banner-dns",
+        "One ordinary message in plaintext on 25 whose greeting comes 6 s late, for the most "
+        "common real reason: the server's reverse DNS lookup of the client times out. "
+        "Postfix looks the client up before it greets (smtpd_peername_lookup = yes, "
+        "Postfix's default, which the lab otherwise turns off), and its resolver is a DNS "
+        f"server that never answers: resolv.conf names {DEAD_DNS} with options "
+        f"timeout:{RESOLVER_TIMEOUT} attempts:1, and the lab router's nftables drop "
+        "everything sent there on port 53, silently (no ICMP). The PTR query for "
+        "10.2.0.192.in-addr.arpa leaves the server (the router's drop rule counts it) and "
+        f"is never answered; after {RESOLVER_TIMEOUT} s the lookup gives up and only then "
+        "does Postfix log 'connect from unknown[192.0.2.10]' (no warning line; its log "
+        "stamp lies 6 s after the SYN) and send its 220. swaks waits for it, then sends its "
+        "message, which is queued; QUIT, 221. Nothing died: the verdict is ok with a "
+        "slow-banner note (the greeting about 6 s after the SYN-ACK). The capture holds TCP "
+        "and ICMP only, as a port-25 capture would: the DNS query is not in it, so what "
+        "caused the delay is known from the lab's setup, the router's counter and Postfix's "
+        "log, not from the capture. plain-ok (same client, no lookup) is the control "
+        "without the note.",
+        "swaks plaintext (--local-port 40320) to Postfix on 25 with smtpd_peername_lookup = "
+        "yes and, for this scenario only, a resolv.conf (nameserver 192.0.2.53, options "
+        f"timeout:{RESOLVER_TIMEOUT} attempts:1) bind-mounted over /etc/resolv.conf in the "
+        "mount namespace Postfix is started in (its daemons run without chroot); an nft "
+        "rule in the router's forward chain drops DNS to 192.0.2.53 from before Postfix "
+        "starts until it is stopped after the capture; server-side capture.",
+        body_slow_banner_dns,
+        [session(C + "40320", SERVER25, "ok", closed_by="server", how="FIN", stage="quit",
+                 messages_accepted=1, banner_delay_s=RESOLVER_TIMEOUT,
+                 notes=["slow-banner"], close_race=RACE)],
+        postfix={"smtpd_peername_lookup": "yes"},
+        resolver=DEAD_RESOLV_CONF, setup=dead_resolver,
+        log_expect=(r"connect from unknown\[192\.0\.2\.10\]", r"status=sent")),
+    Scenario(
         "any-bridge-dup",
         "One ordinary message in plaintext, captured with `tcpdump -i any` on a server whose "
         "interface is a port of a Linux bridge that holds its address (a host bridged for "
@@ -973,7 +1061,10 @@ SCENARIOS: list[Scenario] = [
         [session(C + "40280", SERVER25, "ok", closed_by="server", how="FIN", stage="quit",
                  messages_accepted=1,
                  notes=["duplicate-packets", "duplicate-packets"],  # one per direction
-                 notes_absent=["retransmissions"], events_absent=["tcp-retransmission"],
+                 # slow-banner: it follows slow-banner-dns in a full run, whose resolver
+                 # must not outlive it
+                 notes_absent=["retransmissions", "slow-banner"],
+                 events_absent=["tcp-retransmission"],
                  close_race=RACE)],
         iface="any", around=server_on_bridge, capture_expect=duplicated_on_two_interfaces,
         log_expect=(r"status=sent",)),
@@ -1036,23 +1127,24 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def run_scenario(ctx: Ctx, sc: Scenario) -> Result:
     """Configure Postfix, capture while the body runs, write pcap(s), truth and logs."""
-    ctx.pf.ensure(sc.postfix)
-    offset = ctx.pf.log_size()
     server_pcap = ctx.out / f"{sc.name}.pcap"
     client_pcap = ctx.out / f"{sc.name}.client.pcap"
     specs = [(SRV, sc.iface, server_pcap)]
     if sc.two_sided:
         specs.append((CLI, CLI_IF, client_pcap))
-    with sc.around(ctx) if sc.around else nullcontext(), \
-            captures(specs, snaplen=sc.snaplen):
-        transcript = sc.body(ctx)
-        leftovers = wait_quiet(CLI)
-    log = ctx.pf.log_since(offset)
+    with sc.setup(ctx) if sc.setup else nullcontext([]) as found:
+        ctx.pf.ensure(sc.postfix, sc.resolver)
+        offset = ctx.pf.log_size()
+        with sc.around(ctx) if sc.around else nullcontext(), \
+                captures(specs, snaplen=sc.snaplen):
+            transcript = sc.body(ctx)
+            leftovers = wait_quiet(CLI)
+        log = ctx.pf.log_since(offset)
     (ctx.logs / f"{sc.name}.maillog").write_text(log)
     (ctx.logs / f"{sc.name}.client.log").write_text(transcript)
     files = [server_pcap]
     write_json(ctx.out / f"{sc.name}.truth.json", truth(sc, ctx, sc.sessions, "server"))
-    problems = check_log(sc, log) + check_capture(server_pcap)
+    problems = check_log(sc, log) + check_capture(server_pcap) + found
     problems += [f"{sc.name}: client transcript lacks /{pat}/" for pat in sc.client_expect
                  if not re.search(pat, transcript)]
     if sc.capture_expect and not problems:
