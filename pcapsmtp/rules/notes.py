@@ -161,7 +161,8 @@ def old_tls(session: Session) -> Finding | None:
             return Finding(
                 code="old-tls-version",
                 summary=f"The client offered at most {version_name(top)} ({where(session, ch)}): "
-                "servers that require TLS 1.2 or later will end the handshake.",
+                "servers that require TLS1.2 or later, or refuse the SHA-1 cipher suites "
+                "older versions rely on, end the handshake.",
                 evidence=[ev(ch, f"ClientHello up to {version_name(top)}")],
                 next_step="update the client's TLS library or settings",
                 severity="warning")
@@ -182,7 +183,8 @@ def slow_banner(session: Session) -> Finding | None:
     return Finding(
         code="slow-banner",
         summary=f"The server's greeting came {fmt_s(delay)} after the connection was accepted "
-        f"({where(session, g)}).",
+        f"({where(session, g)}): most often the server's reverse DNS lookup of the client "
+        "timing out; else a deliberate pause (postscreen's greet wait, a tarpit).",
         evidence=[ev(sa[0], "connection accepted"), ev(g, "greeting")],
         cannot_prove="whether the delay is deliberate (greet pause, tarpit) or a slow lookup",
         next_step="check the server's DNS resolution of the client and its anti-spam delays",
