@@ -104,7 +104,8 @@ def truth_for(pcap: Path) -> dict[str, Any]:
 
 
 def check_verdicts(pcap: Path) -> None:
-    """Sessions in order of first packet; verdict codes (and fixed client ports) match."""
+    """Sessions in order of first packet; verdict codes, servers (and fixed client ports)
+    match; then each session's facts and the capture-level findings."""
     truth = truth_for(pcap)
     report, output = analyze(pcap)
     got = [(s.get("client"), s["verdict"]["code"]) for s in report["sessions"]]
@@ -113,8 +114,11 @@ def check_verdicts(pcap: Path) -> None:
     for (gclient, _), (wclient, _) in zip(got, want, strict=True):
         if wclient is not None:
             assert gclient == wclient
+    servers = [s.get("server") for s in report["sessions"]]
+    assert servers == [s["server"] for s in truth["sessions"]], f"{pcap.name}: {servers}"
     for have, should in zip(report["sessions"], truth["sessions"], strict=True):
         check_facts(pcap.name, have, should.get("facts", {}))
+    check_findings(pcap.name, report, truth)
     for secret in truth.get("secrets", []):
         assert secret not in output, f"{pcap.name}: a secret appears in pcapsmtp's output"
     keylog = truth.get("keylog")
@@ -152,6 +156,22 @@ def check_facts(name: str, session: dict[str, Any], facts: dict[str, Any]) -> No
             f"{name}: no {want['kind']} event with {fields} "
             f"(got {[e['fields'] for e in session['events'] if e['kind'] == want['kind']]})")
     check_evidence_kinds(name, session, facts.get("evidence_kinds", []))
+
+
+def check_findings(name: str, report: dict[str, Any], truth: dict[str, Any]) -> None:
+    """The capture-level findings (across sessions) the truth names: findings, each a code
+    and, when given, exactly the session ids the finding names; findings_absent, codes the
+    report must not carry."""
+    have = report.get("findings", [])
+    for want in truth.get("findings", []):
+        same = [f for f in have if f["code"] == want["code"]]
+        assert same, f"{name}: no {want['code']} finding (got {[f['code'] for f in have]})"
+        if "sessions" in want:
+            assert any(f.get("sessions") == want["sessions"] for f in same), (
+                f"{name}: {want['code']} names sessions "
+                f"{[f.get('sessions') for f in same]}, the truth says {want['sessions']}")
+    unwanted = sorted({f["code"] for f in have} & set(truth.get("findings_absent", [])))
+    assert not unwanted, f"{name}: findings {unwanted} present, the truth says they must not be"
 
 
 def check_evidence_kinds(name: str, session: dict[str, Any], kinds: list[str]) -> None:
@@ -234,3 +254,17 @@ def test_check_facts_can_fail() -> None:
                   {"events": [{"kind": "tcp-retransmission"}]}):
         with pytest.raises(AssertionError):
             check_facts("bad", session, facts)
+
+
+def test_check_findings_can_fail() -> None:
+    """Capture-level findings: a missing code, other sessions named, or a code that must
+    be absent each fail (no lab needed)."""
+    report = {"findings": [{"code": "nat-copy", "sessions": [1, 2]}]}
+    check_findings("ok", report, {"findings": [{"code": "nat-copy", "sessions": [1, 2]}],
+                                  "findings_absent": ["ban-after-failure"]})
+    check_findings("ok", {"findings": []}, {})
+    for truth in ({"findings": [{"code": "ban-after-failure"}]},
+                  {"findings": [{"code": "nat-copy", "sessions": [1, 3]}]},
+                  {"findings_absent": ["nat-copy"]}):
+        with pytest.raises(AssertionError):
+            check_findings("bad", report, truth)

@@ -21,6 +21,9 @@ CLI4, RTR4_CLI, RTR4_SRV, SRV4 = "192.0.2.10", "192.0.2.1", "198.51.100.1", "198
 # A second server address, used only by the router's HAProxy: Postfix serves the PROXY
 # protocol there (tests/lab/postfix.py MASTER_CF), plain SMTP on SRV4.
 SRV4_PROXIED = "198.51.100.26"
+# A public address of the router, present only during the scenario dnat-any: the router
+# DNATs it on port 25 to SRV4, as a Docker host publishing port 25 does.
+PUBLIC4 = "203.0.113.25"
 CLI6, RTR6_CLI = "2001:db8:1::10", "2001:db8:1::1"
 RTR6_SRV, SRV6 = "2001:db8:2::1", "2001:db8:2::25"
 

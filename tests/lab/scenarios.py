@@ -28,10 +28,12 @@ from tests.lab.netns import (
     CLI4,
     CLI6,
     CLI_IF,
+    PUBLIC4,
     RTR,
     RTR4_CLI,
     RTR4_SRV,
     RTR6_SRV,
+    RTR_CLI_IF,
     RTR_SRV_IF,
     SRV,
     SRV4,
@@ -88,6 +90,9 @@ class Scenario:
     postfix: dict[str, str] = field(default_factory=dict)
     real: bool = True
     iface: str = SRV_IF
+    # The namespace the (server-side) capture is taken in: the router for a capture of
+    # what a forwarding host sees (dnat-any); its truth then says capture_side "router".
+    capture_ns: str = SRV
     snaplen: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     # Set up before the capture starts and undone after it stops (so that its own
@@ -101,6 +106,10 @@ class Scenario:
     resolver: str | None = None
     # Checks of the capture itself (problems found), for what Postfix's log cannot prove.
     capture_expect: Callable[[Path], list[str]] | None = None
+    # Capture-level findings (the report's "findings", across sessions) the capture must
+    # carry: {"code": ..., "sessions": [ids]}; and codes it must not carry.
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    findings_absent: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -563,6 +572,61 @@ def duplicated_on_two_interfaces(pcap: Path) -> list[str]:
     if single:
         return [f"{pcap.name}: {len(single)} of {len(seen)} TCP segments not seen twice on "
                 f"two interfaces within 1 ms (first: {single[0]})"]
+    return []
+
+
+DNAT_RULE = f"ip daddr {PUBLIC4} tcp dport 25 counter dnat ip to {SERVER25}"
+
+
+@contextmanager
+def dnat_public(ctx: Ctx) -> Iterator[None]:
+    """The router holds the public address PUBLIC4 (on its client-side interface, as a
+    Docker host holds its own address) and DNATs port 25 there to Postfix, in a prerouting
+    nat chain, as Docker does for a published port; address and rule are removed
+    afterwards whatever happens (the client's default route already leads to the router)."""
+    ns_run(RTR, ["ip", "addr", "add", f"{PUBLIC4}/32", "dev", RTR_CLI_IF])
+    try:
+        with faults.nft_rules(RTR, "prerouting", [DNAT_RULE], kind="nat", priority=-100):
+            yield
+    finally:
+        ns_run(RTR, ["ip", "addr", "del", f"{PUBLIC4}/32", "dev", RTR_CLI_IF], check=False)
+
+
+def body_dnat_any(ctx: Ctx) -> str:
+    """swaks plaintext to the router's public address; the router forwards it to Postfix."""
+    return swaks(server=PUBLIC4, lport=40330)
+
+
+def translated_on_two_interfaces(pcap: Path) -> list[str]:
+    """Every TCP segment of the capture is there twice, on two interface indexes (SLL2),
+    the copy within 1 ms: once with PUBLIC4 as the server's address and once with SRV4,
+    with the same client port, seq, ack, flags and length: what dnat-any must show."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import CookedLinuxV2
+    from scapy.utils import PcapReader
+
+    seen: dict[tuple[Any, ...], list[tuple[str, int, float]]] = {}
+    with PcapReader(str(pcap)) as reader:
+        for pkt in reader:
+            if TCP not in pkt or IP not in pkt or CookedLinuxV2 not in pkt:
+                continue
+            ip, tcp = pkt[IP], pkt[TCP]
+            to_server = ip.src == CLI4
+            key = (to_server, tcp.sport, tcp.dport, tcp.seq, tcp.ack, int(tcp.flags),
+                   len(tcp.payload))
+            other = ip.dst if to_server else ip.src
+            seen.setdefault(key, []).append((other, pkt[CookedLinuxV2].ifindex,
+                                             float(pkt.time)))
+    bad = [k for k, copies in seen.items()
+           if sorted(a for a, _, _ in copies) != sorted([PUBLIC4, SRV4])
+           or len({i for _, i, _ in copies}) < 2
+           or max(t for _, _, t in copies) - min(t for _, _, t in copies) > 0.001]
+    if not seen:
+        return [f"{pcap.name}: no TCP segments in a cooked (SLL2) capture"]
+    if bad:
+        return [f"{pcap.name}: {len(bad)} of {len(seen)} TCP segments not seen once to/from "
+                f"{PUBLIC4} and once to/from {SRV4} on two interfaces within 1 ms "
+                f"(first: {bad[0]}: {seen[bad[0]]})"]
     return []
 
 
@@ -1067,7 +1131,41 @@ SCENARIOS: list[Scenario] = [
                  events_absent=["tcp-retransmission"],
                  close_race=RACE)],
         iface="any", around=server_on_bridge, capture_expect=duplicated_on_two_interfaces,
+        # control for dnat-any: the copies here have the same addresses, no NAT between
+        findings_absent=["nat-copy"],
         log_expect=(r"status=sent",)),
+    Scenario(
+        "dnat-any",
+        "One ordinary message in plaintext, captured with `tcpdump -i any` on a host that "
+        "forwards with DNAT, as a Docker host publishing port 25 or a NAT gateway does: the "
+        f"lab's router holds the public address {PUBLIC4} and its nftables DNAT port 25 "
+        f"there to Postfix at {SERVER25}. The client sends its message to "
+        f"{PUBLIC4}:25. The router captures every packet twice: on its client-side "
+        f"interface addressed to (or from) {PUBLIC4}, and on its server-side interface "
+        f"addressed to (or from) {SRV4}, with the same client port, sequence and "
+        "acknowledgement numbers (DNAT rewrites only the server's address). The lab checks "
+        "that every TCP segment, both directions, appears once with each server address on "
+        "two interface indexes within 1 ms. pcapsmtp sees two sessions, client to "
+        f"{PUBLIC4}:25 (first: the copy arriving) and client to {SERVER25}, both ok with "
+        "one message accepted; as they share the client's address, port and initial "
+        "sequence number, the capture-level finding nat-copy names them as one connection "
+        "seen before and after the translation (sessions 1 and 2). any-bridge-dup (every "
+        "packet twice, same addresses) is the control without that finding.",
+        f"In the router namespace, {PUBLIC4}/32 is added to rtr-cli and an nft rule in a "
+        f"prerouting nat chain (priority -100, as Docker's DNAT) maps {PUBLIC4}:25 to "
+        f"{SERVER25} (both removed after the scenario); swaks plaintext --local-port 40330 "
+        f"to {PUBLIC4}:25; tcpdump -i any in the router namespace.",
+        body_dnat_any,
+        [session(C + "40330", f"{PUBLIC4}:25", "ok", closed_by="server", how="FIN",
+                 stage="quit", messages_accepted=1,
+                 notes_absent=["duplicate-packets", "retransmissions"], close_race=RACE),
+         session(C + "40330", SERVER25, "ok", closed_by="server", how="FIN", stage="quit",
+                 messages_accepted=1,
+                 notes_absent=["duplicate-packets", "retransmissions"], close_race=RACE)],
+        iface="any", capture_ns=RTR, around=dnat_public,
+        capture_expect=translated_on_two_interfaces,
+        findings=[{"code": "nat-copy", "sessions": [1, 2]}],
+        log_expect=(r"connect from unknown\[192\.0\.2\.10\]", r"status=sent")),
 ]
 
 
@@ -1089,8 +1187,18 @@ def truth(sc: Scenario, ctx: Ctx, sessions: list[dict[str, Any]], side: str) -> 
         "capture_side": side,
         "sessions": sessions,
     }
+    if side != "client":  # the findings are those of the scenario's main capture
+        if sc.findings:
+            data["findings"] = sc.findings
+        if sc.findings_absent:
+            data["findings_absent"] = sc.findings_absent
     data.update(sc.extra)
     return data
+
+
+def capture_side(sc: Scenario) -> str:
+    """Where the scenario's main capture is taken: "server", or "router" (dnat-any)."""
+    return "router" if sc.capture_ns == RTR else "server"
 
 
 def check_log(sc: Scenario, log: str) -> list[str]:
@@ -1113,7 +1221,7 @@ def rewrite_truth(out: Path) -> list[Path]:
     for sc in SCENARIOS:
         if (out / f"{sc.name}.pcap").exists():
             written.append(out / f"{sc.name}.truth.json")
-            write_json(written[-1], truth(sc, ctx, sc.sessions, "server"))
+            write_json(written[-1], truth(sc, ctx, sc.sessions, capture_side(sc)))
         if sc.two_sided and (out / f"{sc.name}.client.pcap").exists():
             written.append(out / f"{sc.name}.client.truth.json")
             write_json(written[-1], truth(sc, ctx, sc.client_sessions or [], "client"))
@@ -1129,7 +1237,7 @@ def run_scenario(ctx: Ctx, sc: Scenario) -> Result:
     """Configure Postfix, capture while the body runs, write pcap(s), truth and logs."""
     server_pcap = ctx.out / f"{sc.name}.pcap"
     client_pcap = ctx.out / f"{sc.name}.client.pcap"
-    specs = [(SRV, sc.iface, server_pcap)]
+    specs = [(sc.capture_ns, sc.iface, server_pcap)]
     if sc.two_sided:
         specs.append((CLI, CLI_IF, client_pcap))
     with sc.setup(ctx) if sc.setup else nullcontext([]) as found:
@@ -1143,7 +1251,8 @@ def run_scenario(ctx: Ctx, sc: Scenario) -> Result:
     (ctx.logs / f"{sc.name}.maillog").write_text(log)
     (ctx.logs / f"{sc.name}.client.log").write_text(transcript)
     files = [server_pcap]
-    write_json(ctx.out / f"{sc.name}.truth.json", truth(sc, ctx, sc.sessions, "server"))
+    write_json(ctx.out / f"{sc.name}.truth.json",
+               truth(sc, ctx, sc.sessions, capture_side(sc)))
     problems = check_log(sc, log) + check_capture(server_pcap) + found
     problems += [f"{sc.name}: client transcript lacks /{pat}/" for pat in sc.client_expect
                  if not re.search(pat, transcript)]
