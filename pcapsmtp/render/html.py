@@ -204,6 +204,8 @@ def summary(result: Analysis) -> Iterator[str]:
     yield "</tbody></table>"
     for finding in result.findings:
         yield f"<p><strong>Across sessions:</strong> {prose(finding.summary)}</p>"
+        if finding.next_step:
+            yield f"<p>Next: {prose(finding.next_step)}</p>"
     yield '<ul class="legend">'
     for style, what in LEGEND:
         yield f'<li><span style="{style}"></span>{escape(what)}</li>'

@@ -50,6 +50,9 @@ def lines(result: Analysis, timelines: bool = True, sharing: Any = None) -> Iter
     for finding in result.findings:
         yield ""
         yield f"**Across sessions:** {prose(finding.summary)}"
+        if finding.next_step:
+            yield ""
+            yield f"Next: {prose(finding.next_step)}"
     for session in result.sessions:
         yield ""
         yield from session_block(session, timelines)

@@ -53,6 +53,8 @@ def lines(result: Analysis, timelines: bool = True, sharing: Any = None) -> Iter
     for finding in result.findings:
         yield ""
         yield from _wrap(f"Across sessions: {finding.summary}", "", "  ")
+        if finding.next_step:
+            yield from _wrap("Next: " + finding.next_step, "  ", "  ")
     done = rendered(result.sessions, on_add(timelines)[0])
     if done is not None:  # rendered as each session was finished (analyze's render=)
         for block in done:

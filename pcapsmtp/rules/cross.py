@@ -196,16 +196,18 @@ def nat_copy(sessions: list[Session]) -> list[Finding]:
         code="nat-copy",
         summary=f"{len(pairs)} connection(s) appear twice, before and after address "
         f"translation (sessions {listed}{more}): e.g. {endpoint(first.client)} to "
-        f"{endpoint(first.server)} is the same connection as to {endpoint(again.server)} "
-        "(same client port and initial sequence number). The capture was taken with "
-        "`tcpdump -i any` on a host that forwards with DNAT (Docker's published ports, a "
-        "NAT gateway); each such session is shown twice, and the ban and retry patterns "
-        f"count it once.{changed}",
+        f"{endpoint(first.server)} (seen first: as the client sent it) is the same "
+        f"connection as to {endpoint(again.server)} (after the translation): same client "
+        "port and initial sequence number. That is what `tcpdump -i any` records on a host "
+        "that forwards with DNAT (Docker's published ports, a NAT gateway); each such "
+        "session is shown twice, and the ban and retry patterns count it once."
+        f"{changed}",
         evidence=[Evidence(a.first_frame, a.first_time, f"session {a.id}: {_code(a)}")
                   for a, _ in pairs[:3]]
         + [Evidence(b.first_frame, b.first_time, f"session {b.id}: {_code(b)}")
            for _, b in pairs[:3]],
-        cannot_prove="",
+        cannot_prove="whether one capture on two interfaces or two captures merged; and "
+        "the verdict counts above include both copies",
         next_step="read either copy; capture on one interface (`tcpdump -i eth0`) to see "
         "each connection once",
         severity="info",
