@@ -768,7 +768,10 @@ SCENARIOS: list[Scenario] = [
                  stage="connect"),
          session(C + "40122", SERVER25, "tcp-no-answer", closed_by="none", how="none",
                  stage="connect")],
-        log_expect=(r"SSL_accept error|no shared cipher",)),
+        log_expect=(r"SSL_accept error|no shared cipher",),
+        # the pattern across the three sessions: the failure, then the unanswered retries
+        findings=[{"code": "ban-after-failure", "sessions": [1, 2, 3]}],
+        findings_absent=["retry-storm", "nat-copy"]),
     Scenario(
         "server-closes-on-clienthello",
         "STARTTLS answered 220, then the server closes (FIN, no alert) when the ClientHello "
