@@ -268,3 +268,21 @@ def test_check_findings_can_fail() -> None:
                   {"findings_absent": ["nat-copy"]}):
         with pytest.raises(AssertionError):
             check_findings("bad", report, truth)
+
+
+def test_committed_truths_are_what_the_table_writes(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every committed truth file equals what the scenario table writes for it (its "how"
+    line kept as captured): a fact edited in the truth file or in the table alone is
+    caught.  Needs no root: no capture is made."""
+    from tests.lab import scenarios
+
+    monkeypatch.setattr(scenarios, "versions", lambda: "(versions not read)")
+    for p in SAMPLES.glob("*.pcap"):
+        (tmp_path / p.name).symlink_to(p)
+    for p in SAMPLES.glob("*.truth.json"):
+        shutil.copy(p, tmp_path / p.name)
+    written = scenarios.rewrite_truth(tmp_path)
+    assert len(written) == len(list(SAMPLES.glob("*.truth.json")))
+    for p in written:
+        assert p.read_text() == (SAMPLES / p.name).read_text(), p.name

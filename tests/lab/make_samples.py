@@ -66,14 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--logs", type=Path, help="Postfix logs and client transcripts")
     ap.add_argument("--list", action="store_true", help="list scenarios and exit")
     ap.add_argument("--truth-only", action="store_true",
-                    help="rewrite truth files of existing captures from the table (no root)")
+                    help="rewrite truth files of existing captures from the table, keeping "
+                         "each one's 'how' (no root); of the scenarios named, or all")
     args = ap.parse_args(argv)
     if args.list:
         for sc in SCENARIOS:
             print(f"{sc.name:32} {sc.sessions[0]['verdict']}")
         return 0
     if args.truth_only:
-        for path in rewrite_truth(args.out):
+        for path in rewrite_truth(args.out, select(args.scenarios) if args.scenarios else None):
             print(path)
         return 0
     if os.geteuid() != 0:

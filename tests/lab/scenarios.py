@@ -1217,18 +1217,28 @@ def check_capture(path: Path) -> list[str]:
     return []
 
 
-def rewrite_truth(out: Path) -> list[Path]:
-    """Rewrite truth files of existing captures from the table (after editing facts)."""
+def rewrite_truth(out: Path, names: list[str] | None = None) -> list[Path]:
+    """Rewrite truth files of existing captures from the table (after editing facts): of
+    the scenarios named, or all.  A truth file's "how" names the software that made the
+    capture, so an existing one is kept, not replaced by today's versions."""
     ctx = Ctx(out=out, logs=out, pf=None, versions=versions())  # type: ignore[arg-type]
     written = []
     for sc in SCENARIOS:
+        if names and sc.name not in names:
+            continue
         if (out / f"{sc.name}.pcap").exists():
             written.append(out / f"{sc.name}.truth.json")
-            write_json(written[-1], truth(sc, ctx, sc.sessions, capture_side(sc)))
+            _rewrite(written[-1], truth(sc, ctx, sc.sessions, capture_side(sc)))
         if sc.two_sided and (out / f"{sc.name}.client.pcap").exists():
             written.append(out / f"{sc.name}.client.truth.json")
-            write_json(written[-1], truth(sc, ctx, sc.client_sessions or [], "client"))
+            _rewrite(written[-1], truth(sc, ctx, sc.client_sessions or [], "client"))
     return written
+
+
+def _rewrite(path: Path, data: dict[str, Any]) -> None:
+    if path.exists():
+        data["how"] = json.loads(path.read_text()).get("how", data["how"])
+    write_json(path, data)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
