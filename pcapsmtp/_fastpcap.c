@@ -27,6 +27,9 @@
 #include <stdint.h>
 #include <string.h>
 
+/* packets.Segment's fields, in order: frame .. ip_version, ip_id */
+#define SEGMENT_ARGS 14
+
 enum { STOP_BOUNDARY = 0, STOP_NEED = 1, STOP_OVERSIZE = 2 };
 
 static inline uint32_t be16(const unsigned char *p) { return ((uint32_t)p[0] << 8) | p[1]; }
@@ -112,7 +115,7 @@ static int fast_segment(const Context *ctx, const unsigned char *d, Py_ssize_t c
     long end = 14 + (total < avail ? total : avail); /* strips Ethernet padding */
     long start = 34 + doff;
     long plen = start < end ? end - start : 0;
-    PyObject *args[13] = {NULL};
+    PyObject *args[SEGMENT_ARGS] = {NULL};
     int ok = 0;
     args[0] = PyLong_FromSsize_t(number);
     args[1] = PyFloat_FromDouble(t);
@@ -127,13 +130,14 @@ static int fast_segment(const Context *ctx, const unsigned char *d, Py_ssize_t c
     args[10] = PyBytes_FromStringAndSize(plen ? (const char *)d + start : "", plen);
     args[11] = PyLong_FromLong(promised - doff - plen);
     args[12] = PyLong_FromLong(4);
-    for (int i = 0; i < 13; i++)
+    args[13] = PyLong_FromUnsignedLong(be16(d + 18)); /* IPv4 identification */
+    for (int i = 0; i < SEGMENT_ARGS; i++)
         if (args[i] == NULL)
             goto done;
-    *out = PyObject_Vectorcall(ctx->segment_type, args, 13, NULL);
+    *out = PyObject_Vectorcall(ctx->segment_type, args, SEGMENT_ARGS, NULL);
     ok = *out != NULL;
 done:
-    for (int i = 0; i < 13; i++)
+    for (int i = 0; i < SEGMENT_ARGS; i++)
         Py_XDECREF(args[i]);
     return ok ? 1 : -1;
 }

@@ -65,7 +65,8 @@ _FIELDS = ("frame.number", "frame.time_epoch", "frame.protocols", "ip.src", "ip.
            "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw",
            "tcp.flags", "tcp.window_size_value", "tcp.len", "tcp.payload",
            # an ICMP too-big quoting TCP (tcp.seq: seq_raw stays empty inside ICMP)
-           "icmp.type", "icmp.code", "icmp.mtu", "icmpv6.type", "icmpv6.mtu", "tcp.seq")
+           "icmp.type", "icmp.code", "icmp.mtu", "icmpv6.type", "icmpv6.mtu", "tcp.seq",
+           "ip.id")
 
 # The segment pass wants headers, not analysis: reassembly, sequence analysis and
 # the dissectors above TCP are ours; turning tshark's off doubles its speed.
@@ -164,6 +165,9 @@ _TOO_BIG_COLUMNS = tuple(_FIELDS.index(name) for name in (
     "tcp.seq"))
 
 
+_IP_ID = _FIELDS.index("ip.id")
+
+
 def _row(line: str, stats: DecodeStats) -> tuple[int, float, Segment | TooBig | None]:
     """One tshark row -> (frame, time, Segment, TooBig or None), counting the frame in
     ``stats`` as the native decoder would."""
@@ -183,9 +187,11 @@ def _row(line: str, stats: DecodeStats) -> tuple[int, float, Segment | TooBig | 
     data = bytes.fromhex(_last(payload).replace(":", "")) if payload else b""
     promised = int(_last(tcp_len) or 0)
     stats.tcp += 1
+    ip_id = cols[_IP_ID] if version == 4 else ""
     seg = Segment(frame, time, _last(src), int(_last(sport)), _last(dst), int(_last(dport)),
                   int(_last(seq)), int(_last(ack)), int(_last(flags), 16) & 0xFF,
-                  int(_last(window) or 0), data, max(0, promised - len(data)), version)
+                  int(_last(window) or 0), data, max(0, promised - len(data)), version,
+                  int(_last(ip_id), 16) if ip_id else -1)
     return frame, time, seg
 
 

@@ -67,6 +67,9 @@ class Segment:
     payload: bytes  # captured TCP payload
     missing: int = 0  # payload bytes the IP length promises but the snaplen cut off
     ip_version: int = 4
+    # IPv4 identification; -1 for IPv6 or not known.  A packet captured twice keeps it,
+    # a stack's own repeated ACK does not: how reassembly tells the two apart.
+    ip_id: int = -1
 
 
 @dataclass(slots=True)
@@ -128,7 +131,7 @@ _TCPH = struct.Struct("!HHIIHH").unpack_from  # ports, seq, ack, offset/flags, w
 _TCP8 = struct.Struct("!HHI").unpack_from  # the first 8 bytes of TCP: ports, seq
 # From the IPv4 total length of an Ethernet frame (IHL 5) to the TCP window: total, flags/frag,
 # proto, src, dst, ports, seq, ack, offset/flags, window
-_ETH_IP4_TCP = struct.Struct("!16xHxxHxB2x4s4sHHIIHH").unpack_from
+_ETH_IP4_TCP = struct.Struct("!16xHHHxB2x4s4sHHIIHH").unpack_from
 
 FRAG_TIMEOUT = 60.0  # seconds of capture time a datagram may wait for its fragments
 FRAG_MAX_PENDING = 4096  # datagrams waiting at once; the oldest is dropped beyond this
@@ -224,7 +227,7 @@ class Decoder:
         stats.frames += 1
         data = frame.data
         if frame.linktype == 1 and len(data) >= 54 and data[12:15] == b"\x08\x00\x45":
-            (total, frag, proto, src, dst, sport, dport, seq, ack, offflags,
+            (total, ident, frag, proto, src, dst, sport, dport, seq, ack, offflags,
              window) = _ETH_IP4_TCP(data)
             if proto == _TCP and not frag & 0x3FFF:
                 avail = len(data) - 14
@@ -245,7 +248,7 @@ class Decoder:
                                    names.get(src) or _addr4(src, names), sport,
                                    names.get(dst) or _addr4(dst, names), dport,
                                    seq, ack, offflags & 0xFF, window, payload,
-                                   promised - doff - len(payload), 4)
+                                   promised - doff - len(payload), 4, ident)
         try:
             return self._decode(frame)
         except (struct.error, IndexError, ValueError, OSError):
@@ -319,10 +322,11 @@ class Decoder:
             if got is None:
                 return None
             payload, promised, proto = got
-            return self._l4(frame, proto, payload, 0, len(payload), promised, src, dst, 4)
+            return self._l4(frame, proto, payload, 0, len(payload), promised, src, dst, 4,
+                            ident)
         if proto != _TCP:
             return self._not_tcp(frame, proto, data, off + ihl, end, src, 4)
-        return self._tcp(frame, data, off + ihl, end, total - ihl, src, dst, 4)
+        return self._tcp(frame, data, off + ihl, end, total - ihl, src, dst, 4, ident)
 
     def _ipv6(self, frame: _FrameLike, data: bytes, off: int) -> Segment | TooBig | None:
         stats = self.stats
@@ -378,11 +382,11 @@ class Decoder:
         return self._l4(frame, nxt, data, h, end, promised, src, dst, 6)
 
     def _l4(self, frame: _FrameLike, proto: int, data: bytes, start: int, end: int,
-            promised: int, src: bytes, dst: bytes,
-            version: int) -> Segment | TooBig | None:
+            promised: int, src: bytes, dst: bytes, version: int,
+            ip_id: int = -1) -> Segment | TooBig | None:
         if proto != _TCP:
             return self._not_tcp(frame, proto, data, start, end, src, version)
-        return self._tcp(frame, data, start, end, promised, src, dst, version)
+        return self._tcp(frame, data, start, end, promised, src, dst, version, ip_id)
 
     def _not_tcp(self, frame: _FrameLike, proto: int, data: bytes, i: int, end: int,
                  router: bytes, version: int) -> TooBig | None:
@@ -458,7 +462,7 @@ class Decoder:
     # ---- TCP -----------------------------------------------------------------------
 
     def _tcp(self, frame: _FrameLike, data: bytes, t: int, end: int, promised: int,
-             src: bytes, dst: bytes, version: int) -> Segment | None:
+             src: bytes, dst: bytes, version: int, ip_id: int = -1) -> Segment | None:
         """TCP header at data[t:], captured up to ``end``, ``promised`` bytes per IP;
         ``src`` and ``dst`` are the raw addresses (4 or 16 bytes)."""
         if end - t < 20 or promised < 20:
@@ -477,7 +481,7 @@ class Decoder:
         addr = _addr4 if version == 4 else _addr6
         return Segment(frame.number, frame.time, addr(src, names), sport, addr(dst, names),
                        dport, seq, ack, offflags & 0xFF, window, payload,
-                       promised - doff - len(payload), version)
+                       promised - doff - len(payload), version, ip_id)
 
     def _mine(self, src: bytes, dst: bytes, sport: int, dport: int) -> bool:
         """Whether the connection belongs to this decoder's shard.  Both directions give

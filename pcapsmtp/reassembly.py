@@ -161,10 +161,11 @@ PROVENANCE_KEEP = 4096
 """Delivered segments whose frame we remember (bounds memory when segments are tiny)."""
 
 DUPLICATE_WITHIN = 0.001
-"""A segment with data, SYN or FIN identical to the connection's previous one within this
-many seconds is the same packet captured twice (``tcpdump -i any`` sees a bridged packet on
-the bridge and on its port; mergecap of overlapping captures), not a retransmission: no TCP
-stack resends that fast (Linux's minimum RTO is 200 ms, its tail-loss probe at least 10 ms)."""
+"""A segment identical to the connection's previous one within this many seconds (see
+_same_packet for which segments are asked) is the same packet captured twice (``tcpdump
+-i any`` sees a bridged packet on the bridge and on its port; mergecap of overlapping
+captures), not a retransmission: no TCP stack resends that fast (Linux's minimum RTO is
+200 ms, its tail-loss probe at least 10 ms)."""
 
 ACK_HOLD = 0.5
 """Seconds of capture time an ACK-revealed hole waits for its bytes before it becomes a Gap."""
@@ -306,12 +307,15 @@ class _Direction:
 
 
 def _same_packet(a: Segment, b: Segment) -> bool:
-    """``b`` is ``a`` captured again (see DUPLICATE_WITHIN).  Only asked of segments with
-    data, SYN or FIN: a stack sends identical pure ACKs and RSTs itself (an RST for each
-    segment that arrives after a close)."""
+    """``b`` is ``a`` captured again (see DUPLICATE_WITHIN).  Asked of segments with data,
+    SYN or FIN, and of others (pure ACKs, RSTs) only when they carry a non-zero IPv4
+    identification: a stack sends identical pure ACKs and RSTs itself (duplicate ACKs, an
+    RST for each segment after a close), but with a new identification each (Linux counts
+    per connection; 0 is what some stacks put in every packet, so it proves nothing)."""
     return (b.time - a.time < DUPLICATE_WITHIN and a.seq == b.seq and a.ack == b.ack
             and a.flags == b.flags and a.window == b.window and a.sport == b.sport
-            and a.src == b.src and a.payload == b.payload and a.missing == b.missing)
+            and a.src == b.src and a.payload == b.payload and a.missing == b.missing
+            and a.ip_id == b.ip_id)
 
 
 class Connection:
@@ -373,8 +377,8 @@ class Connection:
         flags = seg.flags
         window = seg.window
         prev, self._last = self._last, seg
-        if prev is not None and prev.seq == seg.seq and (seg.payload or flags & _SYN_FIN) \
-                and _same_packet(prev, seg):
+        if prev is not None and prev.seq == seg.seq \
+                and (seg.payload or flags & _SYN_FIN or seg.ip_id > 0) and _same_packet(prev, seg):
             d.stats.segments -= 1
             d.stats.duplicates += 1
             return events

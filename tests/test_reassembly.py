@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from hypothesis import given, settings
@@ -713,3 +714,44 @@ def test_loss_acks_and_snaplen_never_misplace_a_byte(data: bytes, isn: int, seed
         elif isinstance(ev, Gap):
             covered += ev.length
     assert covered == len(data)
+
+
+def _with_ids(segments: list[Segment], delay: float, same_id: bool,
+              first_id: int = 1000) -> list[Segment]:
+    """Each segment with an IPv4 identification, then a copy ``delay`` later carrying the
+    same identification (the packet captured again) or the next one (the stack sent it
+    again)."""
+    out: list[Segment] = []
+    for i, s in enumerate(segments):
+        ident = first_id + 2 * i
+        for t, n in ((s.time, ident), (s.time + delay, ident if same_id else ident + 1)):
+            out.append(dataclasses.replace(s, frame=len(out) + 1, time=t, ip_id=n))
+    return out
+
+
+def test_pure_acks_captured_twice_are_duplicates_by_their_ip_id() -> None:
+    """A copy of a pure ACK or RST with the same (non-zero) IPv4 identification is the same
+    packet captured twice; with another identification it is the stack's own repeat (a
+    duplicate ACK, a second RST), counted as a segment; identification 0 proves nothing."""
+    c, s = CISN + 1, SISN + 1
+    once = handshake() + [seg(4, "C", c, s, ACK), seg(5, "C", c, s, RST, window=0)]
+    conn = Connection(CLIENT, SERVER)
+    events = run(_with_ids(once, 0.00002, same_id=True), conn)
+    assert conn.stats.C.duplicates == 4  # SYN, the handshake's ACK, the ACK, the RST
+    assert conn.stats.C.segments == 4
+    assert [e.repeat for e in of(events, Flag, "C") if e.kind == "RST"] == [False]
+    conn = Connection(CLIENT, SERVER)
+    events = run(_with_ids(once, 0.00002, same_id=False), conn)
+    assert conn.stats.C.duplicates == 0 and conn.stats.C.segments == 8
+    assert [e.repeat for e in of(events, Flag, "C") if e.kind == "RST"] == [False, True]
+    zero = [dataclasses.replace(x, ip_id=0) for x in _with_ids(once, 0.00002, True)]
+    conn = Connection(CLIENT, SERVER)
+    run(zero, conn)
+    assert conn.stats.C.duplicates == 1  # only the SYN: a pure ACK or RST with id 0 is not
+
+
+def test_data_resent_within_a_millisecond_with_a_new_ip_id_is_a_retransmission() -> None:
+    segs = handshake() + [seg(4, "C", CISN + 1, SISN + 1, ACK | PSH, b"QUIT\r\n")]
+    conn = Connection(CLIENT, SERVER)
+    events = run(_with_ids(segs, 0.0002, same_id=False), conn)
+    assert len(of(events, Retransmission, "C")) == 1 and conn.stats.C.duplicates == 0

@@ -214,8 +214,9 @@ def tcp_trouble(session: Session) -> list[Finding]:
         if ds.duplicates:
             out.append(Finding(
                 code="duplicate-packets",
-                summary=f"{ds.duplicates} {who(d)} segment(s) with data, SYN or FIN appear "
-                "twice in the capture, the copy within 1 ms: the same packet captured again "
+                summary=f"{ds.duplicates} {who(d)} segment(s) appear twice in the capture, "
+                "the copy within 1 ms and identical (IPv4 identification included): the "
+                "same packet captured again "
                 "(`tcpdump -i any` on a bridge and its ports, or merged captures), counted "
                 "once -- not loss.",
                 next_step="capture on one interface (`-i eth0`, or the bridge) to avoid copies",
