@@ -223,6 +223,20 @@ def _cut_problem(number: int, what: str) -> str:
     return f"capture cut short in frame {number}: {what}"
 
 
+# The notes of a classic pcap file cut short, after ``read`` frames (the Python and the C
+# record loops both give them).
+def _cut_record_header(read: int, have: int, hlen: int) -> str:
+    return _cut_problem(read + 1, f"record header cut after {have} of {hlen} bytes")
+
+
+def _cut_record(read: int, have: int, caplen: int) -> str:
+    return _cut_problem(read + 1, f"record cut after {have} of {caplen} bytes")
+
+
+def _oversized_record(read: int, caplen: int) -> str:
+    return _cut_problem(read + 1, f"record header says {caplen:,} bytes")
+
+
 class CaptureReader:
     """Iterator of Frame over one capture; ``info`` grows as frames are read."""
 
@@ -321,17 +335,15 @@ class CaptureReader:
             if stop == _STOP_BOUNDARY:
                 continue
             if stop == _STOP_OVERSIZE:
-                self._stop(_cut_problem(n + 1, f"record header says {need:,} bytes"))
+                self._stop(_oversized_record(n, need))
                 break
             got = src.ensure(pos, need)
             pos, end = 0, len(src.buf)
             if got is None:
                 if need > hlen:
-                    self._stop(_cut_problem(n + 1, f"record cut after {end - hlen} of "
-                                                      f"{need - hlen} bytes"))
+                    self._stop(_cut_record(n, end - hlen, need - hlen))
                 elif end:
-                    self._stop(_cut_problem(n + 1, f"record header cut after {end} of "
-                                                      f"{hlen} bytes"))
+                    self._stop(_cut_record_header(n, end, hlen))
                 break
         self._finish()
 
@@ -351,12 +363,11 @@ class CaptureReader:
                 buf, pos, end = src.buf, 0, len(src.buf)
                 if got is None:
                     if end:
-                        self._stop(_cut_problem(n + 1, f"record header cut after {end} of "
-                                                          f"{hlen} bytes"))
+                        self._stop(_cut_record_header(n, end, hlen))
                     break
             sec, frac, caplen, origlen = unpack(buf, pos)
             if caplen > limit:
-                self._stop(_cut_problem(n + 1, f"record header says {caplen:,} bytes"))
+                self._stop(_oversized_record(n, caplen))
                 break
             start = pos + hlen
             stop = start + caplen
@@ -365,8 +376,7 @@ class CaptureReader:
                 buf, pos, end = src.buf, 0, len(src.buf)
                 start, stop = hlen, hlen + caplen
                 if got is None:
-                    self._stop(_cut_problem(n + 1, f"record cut after {end - hlen} of "
-                                                      f"{caplen} bytes"))
+                    self._stop(_cut_record(n, end - hlen, caplen))
                     break
             n += 1
             t = sec + frac / div

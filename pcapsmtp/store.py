@@ -72,6 +72,13 @@ def stub(session: Session) -> Session:
             proxy = e
         if ehlo is not None and close is not None:
             break
+    return _identity(session, [e for e in (proxy, ehlo, close) if e is not None],
+                     session.verdict)
+
+
+def _identity(session: Session, events: list[Any], verdict: Any) -> Session:
+    """A new Session with ``session``'s identity, times and counts, and the given events
+    and verdict: the part every stub keeps."""
     return Session(
         id=session.id, client=session.client, server=session.server,
         ip_version=session.ip_version, first_time=session.first_time,
@@ -79,7 +86,7 @@ def stub(session: Session) -> Session:
         last_frame=session.last_frame, packets=session.packets, syn_seen=session.syn_seen,
         client_isn=session.client_isn,
         implicit_tls=session.implicit_tls, open_at_end=session.open_at_end,
-        events=[e for e in (proxy, ehlo, close) if e is not None], verdict=session.verdict,
+        events=events, verdict=verdict,
     )
 
 
@@ -99,15 +106,8 @@ def report_stub(session: Session) -> Session:
     close = next((e for e in session.events if e.kind == "tcp-fin" or e.kind == "tcp-rst"),
                  None)
     verdict = session.verdict
-    return Session(
-        id=session.id, client=session.client, server=session.server,
-        ip_version=session.ip_version, first_time=session.first_time,
-        last_time=session.last_time, first_frame=session.first_frame,
-        last_frame=session.last_frame, packets=session.packets, syn_seen=session.syn_seen,
-        implicit_tls=session.implicit_tls, open_at_end=session.open_at_end,
-        events=[close] if close is not None else [],
-        verdict=None if verdict is None else VerdictCode(getattr(verdict, "code", None)),
-    )
+    return _identity(session, [close] if close is not None else [],
+                     None if verdict is None else VerdictCode(getattr(verdict, "code", None)))
 
 
 #: What a store keeps instead of pickled sessions: ``(key, fn)``, see SessionStore.
