@@ -237,14 +237,24 @@ def body_cert_expired(ctx: Ctx) -> str:
                timeout=20)
 
 
-def body_old_tls_client(ctx: Ctx) -> str:
+def _tls1_client(port: int) -> str:
     """openssl s_client allowed TLS 1.0 only (-tls1; SECLEVEL=0 so that its own OpenSSL 3
-    lets it offer TLS 1.0 at all), as an old appliance or sender does. The lab's Postfix
-    excludes SHA-1 suites, the only ones TLS 1.0 has: no shared cipher."""
-    return cli(["openssl", "s_client", "-connect", SERVER25, "-bind", f"{CLI4}:40310",
+    lets it offer TLS 1.0 at all), as an old appliance or sender does."""
+    return cli(["openssl", "s_client", "-connect", SERVER25, "-bind", f"{CLI4}:{port}",
                 "-starttls", "smtp", "-name", "client.lab.example", "-tls1",
                 "-cipher", "DEFAULT@SECLEVEL=0", "-servername", "mx.lab.example",
                 "-ign_eof"], input_="QUIT\r\n", timeout=20)
+
+
+def body_old_tls_client(ctx: Ctx) -> str:
+    """A TLS 1.0-only client; the lab's Postfix excludes SHA-1 suites, the only ones TLS 1.0
+    has: no shared cipher."""
+    return _tls1_client(40310)
+
+
+def body_tls_protocol_version(ctx: Ctx) -> str:
+    """The same TLS 1.0-only client; this Postfix accepts TLS 1.2 and later only."""
+    return _tls1_client(40340)
 
 
 # slow-banner-dns: Postfix's resolver is a DNS server that never answers. The address sits
@@ -1077,6 +1087,35 @@ SCENARIOS: list[Scenario] = [
         log_expect=(r"SSL_accept error from unknown\[192\.0\.2\.10\]",
                     r"no shared cipher", r"starttls=0/1"),
         client_expect=(r"Protocol *: TLSv1\n", r"SSL alert number 40")),
+    Scenario(
+        "tls-protocol-version",
+        "STARTTLS on 25, then the old-tls-client's ClientHello (TLS 1.0 only: legacy_version "
+        "0x0301, no supported_versions extension) to a Postfix that accepts TLS 1.2 and "
+        "later only (smtpd_tls_protocols = >=TLSv1.2, as hardening guides and newer "
+        "distribution defaults set it). OpenSSL finds no protocol version in common and "
+        "answers the ClientHello with a fatal protocol_version alert (70), before any "
+        "cipher suite is looked at; s_client then closes, and so does Postfix. The verdict "
+        "is tls-handshake-alert (protocol_version, from the server) with the note "
+        "old-tls-version; old-tls-client (the same client against the lab's usual Postfix, "
+        "which refuses the suites instead: handshake_failure) is the other half of the pair: "
+        "which alert comes back tells which of the server's settings refused the client.",
+        "openssl s_client -starttls smtp -tls1 -cipher 'DEFAULT@SECLEVEL=0' -servername "
+        "mx.lab.example -ign_eof -bind 192.0.2.10:40340 to Postfix on 25 with "
+        "smtpd_tls_protocols = >=TLSv1.2, stdin QUIT; server-side capture.",
+        body_tls_protocol_version,
+        [session(C + "40340", SERVER25, "tls-handshake-alert", closed_by="client",
+                 how="FIN", stage="client-hello", alert="protocol_version",
+                 alert_from="server", notes=["old-tls-version"],
+                 events=[{"kind": "tls-client-hello", "legacy_version": 0x0301,
+                          "versions": [], "sni": "mx.lab.example"},
+                         {"kind": "tls-alert", "level": 2, "description": 70}],
+                 close_race=("s_client exits on the alert while Postfix logs and closes: "
+                             "either FIN may come first; this fact is what the committed "
+                             "capture shows"))],
+        postfix={"smtpd_tls_protocols": ">=TLSv1.2"},
+        log_expect=(r"SSL_accept error from unknown\[192\.0\.2\.10\]",
+                    r"unsupported protocol", r"starttls=0/1"),
+        client_expect=(r"Protocol *: TLSv1\n", r"SSL alert number 70")),
     Scenario(
         "slow-banner-dns",
         "One ordinary message in plaintext on 25 whose greeting comes 6 s late, for the most "
