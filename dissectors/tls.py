@@ -1098,6 +1098,10 @@ class _Cut:
 @dataclass(slots=True)
 class _Side:
     name: str
+    # this side's and the other side's entry in the parser's Progress (a field lookup
+    # instead of a Progress.__getitem__ call, twice per record)
+    prog: DirectionProgress
+    peer: DirectionProgress
     next: int | None = None  # stream offset expected next
     buf: bytearray = field(default_factory=bytearray)  # at most one record + header
     buf_start: int = 0
@@ -1120,7 +1124,8 @@ class TlsParser:
 
     def __init__(self) -> None:
         self.progress = Progress()
-        self._sides = {"C": _Side("C"), "S": _Side("S")}
+        client, server = self.progress.client, self.progress.server
+        self._sides = {"C": _Side("C", client, server), "S": _Side("S", server, client)}
         self._tls13_keys = False  # a TLS 1.3 ServerHello (not HRR) was seen
 
     # -- public API --------------------------------------------------------
@@ -1233,7 +1238,7 @@ class TlsParser:
         d.buf.clear()
         d.hs.clear()
         d.hs_map.clear()
-        self.progress[d.name].stopped = why
+        d.prog.stopped = why
 
     def _bad_header(self, d: _Side, pos: int) -> TlsEvent | None:
         """None if the bytes at ``pos`` can still start a record; else an event (and stop).
@@ -1442,7 +1447,7 @@ class TlsParser:
         encrypted bytes read as plaintext after a lost ChangeCipherSpec are rarely named.
         Messages that were only partly captured are lost; one that runs on into later
         records is skipped there (``hs_skip``), so their next message is read right."""
-        prog = self.progress[d.name]
+        prog = d.prog
         if d.ccs:  # TLS <= 1.2: the first encrypted handshake record is the Finished
             if prog.finished or d.fin_cut:
                 return "encrypted handshake message", None
@@ -1477,11 +1482,11 @@ class TlsParser:
         if d.pending is None:
             return []
         p, d.pending = d.pending, None
-        self.progress[d.name]._count(p)
+        d.prog._count(p)
         return [p]
 
     def _record(self, d: _Side, ctype: int, payload: bytes, start: int, end: int) -> list:
-        prog = self.progress[d.name]
+        prog = d.prog
         n = len(payload)
         if ctype == 20:
             return [ChangeCipherSpec(d.name, start, end, self._change_cipher_spec(d))]
@@ -1504,7 +1509,7 @@ class TlsParser:
     def _change_cipher_spec(self, d: _Side) -> bool:
         """A side's ChangeCipherSpec: in TLS <= 1.2 its later records are encrypted.  True
         for TLS 1.3's middlebox-compatibility one, which changes nothing."""
-        prog = self.progress[d.name]
+        prog = d.prog
         compat = self.progress.version == TLS13
         if not compat:
             d.ccs = True
@@ -1513,7 +1518,7 @@ class TlsParser:
         return compat
 
     def _alert(self, d: _Side, payload: bytes, start: int, end: int) -> Alert:
-        prog = self.progress[d.name]
+        prog = d.prog
         n = len(payload)
         if not d.ccs and n == 2 and (not d.lost or payload[0] in _ALERT_LEVELS):
             ev = Alert(d.name, start, end, payload[0], payload[1], length=n)
@@ -1542,8 +1547,8 @@ class TlsParser:
         return None
 
     def _app_data(self, d: _Side, n: int, start: int, end: int) -> list[TlsEvent]:
-        prog = self.progress[d.name]
-        peer = self.progress["S" if d.name == "C" else "C"].app_records
+        prog = d.prog
+        peer = d.peer.app_records
         if not self._tls13_keys:
             ev = AppData(d.name, start, end, n, peer_app_records=peer)
             prog._count(ev)
@@ -1664,9 +1669,10 @@ class TlsParser:
             return False
 
     def _message(self, d: _Side, mtype: int, body: bytes, s: int, e: int) -> list[TlsEvent]:
-        prog = self.progress[d.name]
-        if mtype in _HS_STAGES:
-            prog.stage = _HS_STAGES[mtype]
+        prog = d.prog
+        stage = _HS_STAGES.get(mtype)
+        if stage is not None:
+            prog.stage = stage
         if mtype == 1:
             return [_decode_client_hello(body, d.name, s, e)]
         if mtype == 2:
