@@ -194,6 +194,20 @@ def test_dot_stuffing_and_dot_line_split_across_calls():
     assert of(ev, Command)[-1].verb == "NOOP" and of(ev, Command)[-1].start == 26
 
 
+def test_body_chunk_at_a_line_start_is_scanned_like_any_other():
+    """A chunk that starts a body line (the one before ended in LF) and does not start
+    with "." takes receive()'s fast path: a "." line inside it ends the body, and a chunk
+    ending mid-line leaves the next chunk's "." mid-line too."""
+    head = [("S", GREETING), ("C", b"DATA\r\n"), ("S", b"354 go\r\n")]
+    ev = feed([*head, ("C", b"a\r\n"), ("C", b"bc"), ("C", b".\r\n"), ("C", b"d\r\n.\r\n")])
+    (body,) = of(ev, MessageBody)
+    assert (body.size, body.end, body.complete) == (11, 20, True)  # not ended by "bc."
+    ev = feed([*head, ("C", b"a\r\n"), ("C", b"b\r\n.\r\nNOOP\r\n")])
+    (body,) = of(ev, MessageBody)
+    assert (body.size, body.end, body.complete) == (6, 15, True)
+    assert of(ev, Command)[-1].verb == "NOOP"
+
+
 def test_empty_body():
     ev = feed([("S", GREETING), ("C", b"DATA\r\n"), ("S", b"354 go\r\n"), ("C", b".\r\n")])
     assert [(b.start, b.end, b.size) for b in of(ev, MessageBody)] == [(6, 9, 0)]
