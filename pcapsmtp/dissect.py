@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from dissectors import smtp
@@ -165,8 +167,8 @@ class SessionBuilder:
         s.tls = self.tls.progress if self.tls else None
         # Wire order: an event belongs where its last byte was captured, even when the
         # parser could only emit it later (a body held until the 354 arrived).
-        self.head.sort(key=_frame_of)
-        s.events = self.head + sorted(self.tail, key=_frame_of)
+        self.head.sort(key=_FRAME_OF)
+        s.events = self.head + sorted(self.tail, key=_FRAME_OF)
         if s.events_dropped:
             t = self.tail[0]
             s.events.insert(len(self.head), Event(
@@ -321,6 +323,10 @@ class SessionBuilder:
         frames = prov.frames
         if etype is _DESYNC and ev.missing:  # no frame carried these bytes: place it
             last = first = bisect_right(starts, stop) - 1  # where the stream resumed
+        elif starts and starts[-1] <= start:
+            # Inside the newest chunk (the chunk just received, for most events: a line in
+            # one segment): the two bisections below would both find it.
+            last = first = len(starts) - 1
         else:
             last = bisect_right(starts, stop - 1 if stop - 1 > start else start) - 1
             first = bisect_right(starts, start) - 1 if stop - 1 > start else last
@@ -370,8 +376,7 @@ _STREAM_EVENTS = {
 }
 
 
-def _frame_of(event: Event) -> int:
-    return event.frame
+_FRAME_OF = attrgetter("frame")  # an Event's frame, the sort key (C, not a Python call)
 
 
 def _describe_command(ev: smtp.Command) -> tuple[str, str, dict[str, Any]]:
@@ -428,11 +433,32 @@ _DESCRIBE = {
 
 def describe(ev: Any) -> tuple[str, str, dict[str, Any]]:
     """Timeline kind, display text and fields for one dissector event."""
-    by_type = _DESCRIBE.get(type(ev))
-    if by_type is not None:
-        return by_type(ev)
-    for cls, describe_as in _DESCRIBE.items():  # a subclass of an SMTP event
-        if isinstance(ev, cls):
-            return describe_as(ev)
-    kind = getattr(ev, "kind", "tls-" + type(ev).__name__.lower())
+    describe_as = _DESCRIBERS.get(type(ev))
+    if describe_as is None:
+        describe_as = _describer(type(ev))
+    return describe_as(ev)
+
+
+# Event type -> how describe() handles it, decided once per type (the types are the
+# dissectors' classes: a bounded set).  Walking the subclass checks for every TLS event
+# cost 0.64 us of the 1.3-1.8 us describe() of the small ones (10,500 in the benchmark).
+_DESCRIBERS: dict[type, Callable[[Any], tuple[str, str, dict[str, Any]]]] = dict(_DESCRIBE)
+
+
+def _describer(t: type) -> Callable[[Any], tuple[str, str, dict[str, Any]]]:
+    """A subclass of an SMTP event is described as that event, anything else as TLS."""
+    describe_as = next((fn for cls, fn in _DESCRIBE.items() if issubclass(t, cls)),
+                       _describe_other)
+    _DESCRIBERS[t] = describe_as
+    return describe_as
+
+
+_NO_KIND = object()
+
+
+def _describe_other(ev: Any) -> tuple[str, str, dict[str, Any]]:
+    """A TLS event: its ``kind`` (else one made of its class name), summary and fields."""
+    kind = getattr(ev, "kind", _NO_KIND)
+    if kind is _NO_KIND:
+        kind = "tls-" + type(ev).__name__.lower()
     return kind, ev.summary(), plain_fields(ev, skip=("direction",))

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from dissectors.smtp import (
     MAX_LINE,
+    MAX_REPLY_LINES,
     Command,
     Credentials,
     MessageBody,
@@ -192,6 +193,48 @@ def test_dot_stuffing_and_dot_line_split_across_calls():
     (body,) = of(ev, MessageBody)
     assert (body.start, body.size, body.end, body.complete) == (6, 17, 26, True)
     assert of(ev, Command)[-1].verb == "NOOP" and of(ev, Command)[-1].start == 26
+
+
+def test_body_chunk_at_a_line_start_is_scanned_like_any_other():
+    """A chunk that starts a body line (the one before ended in LF) and does not start
+    with "." takes receive()'s fast path: a "." line inside it ends the body, and a chunk
+    ending mid-line leaves the next chunk's "." mid-line too."""
+    head = [("S", GREETING), ("C", b"DATA\r\n"), ("S", b"354 go\r\n")]
+    ev = feed([*head, ("C", b"a\r\n"), ("C", b"bc"), ("C", b".\r\n"), ("C", b"d\r\n.\r\n")])
+    (body,) = of(ev, MessageBody)
+    assert (body.size, body.end, body.complete) == (11, 20, True)  # not ended by "bc."
+    ev = feed([*head, ("C", b"a\r\n"), ("C", b"b\r\n.\r\nNOOP\r\n")])
+    (body,) = of(ev, MessageBody)
+    assert (body.size, body.end, body.complete) == (6, 15, True)
+    assert of(ev, Command)[-1].verb == "NOOP"
+
+
+MAX_LINE_TEXT = MAX_LINE - 6  # the longest reply-line text _lines takes whole
+
+
+@pytest.mark.parametrize("reply", [
+    EHLO_REPLY,
+    b"250-a\r\n251-b\r\n250 c\r\n",  # codes differ: malformed
+    b"250-a\r\n451 b\r\n",  # the last line's code is the reply's
+    b"250-a\r\n250\r\n",  # a final line without text
+    b"250-a\r\n250 b\r\n250 c\r\n",  # two replies
+    b"250-a\r\n250-b\n250 c\r\n",  # a bare LF
+    b"250-a\r\n250-\xc3\xa9\r\n250 c\r\n",  # not ASCII
+    b"250-a\r\n250-" + b"x" * MAX_LINE_TEXT + b"\r\n250 c\r\n",
+    b"250-a\r\n250-" + b"x" * (MAX_LINE_TEXT + 1) + b"\r\n250 c\r\n",
+    b"250-a\r\n250-" + b"x" * MAX_LINE + b"\r\n250 c\r\n",  # cut
+    b"250-a\r\n250 " + b"x" * MAX_LINE + b"\r\n",
+    b"250-a\r\n" * MAX_REPLY_LINES + b"250 c\r\n",  # more lines than kept
+    b"250-a\r\n" * (MAX_REPLY_LINES - 1) + b"250 c\r\n",
+    b"220-a\r\n220 go ahead\r\n\x16\x03\x01",  # a multi-line 220 to STARTTLS
+])  # fmt: skip
+def test_multi_line_reply_in_one_piece_as_line_by_line(reply: bytes) -> None:
+    """A whole multi-line reply in one receive() takes a shortcut (_reply_block); its
+    events are those of the same bytes fed one by one, which never take it."""
+    session = [("S", GREETING), ("C", b"EHLO c\r\nSTARTTLS\r\n"), ("S", reply)]
+    whole = feed(session)
+    assert normal(whole) == normal(feed(session, pieces=bytewise))
+    assert of(whole, Reply)[1].end > of(whole, Reply)[1].start
 
 
 def test_empty_body():
