@@ -124,6 +124,9 @@ class Pipeline:
         self.decoder.finish()
         for b in self.table.drain():
             self._finish(b, end_of_capture=True)
+        # No connection opens after the end; and the table's factory is our bound method,
+        # a reference cycle that only the (paused) collector would free.
+        self.table.factory = _no_more_connections
         self.finished.sort(key=lambda s: s.id)
         return self.finished
 
@@ -134,6 +137,10 @@ class Pipeline:
             self.finished.append(session)
         if self.on_session:
             self.on_session(session)
+
+
+def _no_more_connections(*args: Any) -> Any:
+    raise RuntimeError("the pipeline is closed: no connection can open")
 
 
 # Below this file size one process is faster than several (each worker re-reads and
@@ -172,10 +179,10 @@ def analyze(path: str, selection: Selection | None = None,
     selection = selection or Selection()
     n = _jobs_for(path, jobs)
     if n > 1:
-        with _fewer_collections():  # the workers inherit it; the parent unpickles much
+        with collector_paused():  # the workers inherit it; the parent unpickles much
             return _analyze_sharded(path, selection, progress, n, render, learn)
     store = SessionStore(render=render, learn=learn)
-    with _fewer_collections():  # also while the stubs are sorted and the captures judged
+    with collector_paused():  # also while the stubs are sorted and the captures judged
         info, decode = _build(path, selection, store, progress)
         store.seal()
         return _result(info, decode, selection, store)
@@ -188,7 +195,7 @@ def _build(path: str, selection: Selection, store: SessionStore,
     (only the connections of ``shard``, in a worker); the GC thresholds stay raised
     while the sessions still open at the end are finished too."""
     pipeline = Pipeline(selection, on_session=store.add, keep=False, shard=shard)
-    with _fewer_collections():
+    with collector_paused():
         with open_capture(path) as reader:
             run_reader(pipeline, reader, progress)
             info = reader.info
@@ -293,7 +300,7 @@ def run_frames(pipeline: Pipeline, frames: Iterable[Frame],
                progress: Callable[[int], None] | None = None) -> None:
     """The hot loop; ``progress`` gets the frame count every 65536 frames."""
     feed = pipeline.feed
-    with _fewer_collections():
+    with collector_paused():
         if progress is None:
             for frame in frames:
                 feed(frame)
@@ -321,7 +328,7 @@ def run_batches(pipeline: Pipeline, batches: Iterable[Batch],
     SWEEP_EVERY, so ``progress`` is called at the same frame counts)."""
     feed = pipeline.feed_batch
     shown = 0
-    with _fewer_collections():
+    with collector_paused():
         for batch in batches:
             feed(batch)
             if progress is not None and batch[1] >> 16 != shown:
@@ -329,27 +336,25 @@ def run_batches(pipeline: Pipeline, batches: Iterable[Batch],
                 progress(batch[1])
 
 
-# The cyclic GC's thresholds while frames are fed and sessions finished.  The pipeline
-# makes almost no reference cycles (a few hundred collectable objects in the benchmark),
-# but it keeps many container objects alive for a while (the events of open sessions),
-# and the collector scans every young survivor: with the default (700, 10, 10) the
-# 100k-frame benchmark spent 0.30 s of 2.8 s CPU in 356 collections (two full ones
-# 0.15 s).  Measured, 'analyze --jobs 1 --format json', GC time on the 100k / 300k-frame
-# benchmarks: gen0 threshold 10,000: 0.09 / 0.35 s, 100,000: 0.06 / 0.17 s, same peak
-# RSS (114 / 127 MB).  The thresholds stay raised until the open sessions are finished
-# and stored: restored with 1,235 of them still in memory, the next collection alone
-# took 0.08 s.  Garbage cycles are still collected, only later.
-_GC_THRESHOLDS = (100_000, 50, 10)
+class collector_paused:
+    """Pause the cyclic garbage collector for a block, then resume it (left alone when
+    it is off already; nested blocks resume it once, at the outermost end).
 
-
-class _fewer_collections:
-    """Raise the GC thresholds (never lower them) for a block, then restore them."""
+    The pipeline makes no reference cycles, per packet or per session (tests/
+    test_pipeline_gc.py holds every sample to that), so what it frees goes by reference
+    counting and a collection can only scan live objects for nothing: the events of the
+    open sessions, the stubs.  Measured on the 300k-packet benchmark, 'analyze --format
+    json', with the thresholds raised to (100000, 50, 10), the previous compromise: each
+    of the two workers spent 0.11-0.18 s in its one collection (100k young objects), the
+    parent 0.065 s in two while it unpickled the workers' stubs (serial time), and '--jobs
+    1' 0.27 s in 34.  The default (700, 10, 10) cost the 100k benchmark 0.30 s of 2.8 s.
+    Cycles made meanwhile (none by the pipeline) are collected after the block.
+    """
 
     def __enter__(self) -> None:
-        self._old = gc.get_threshold()
-        if self._old[0]:  # 0: the collector is off, leave it so
-            gc.set_threshold(*(max(a, b) for a, b in zip(self._old, _GC_THRESHOLDS,
-                                                         strict=False)))
+        self._resume = gc.isenabled()
+        gc.disable()
 
     def __exit__(self, *exc: object) -> None:
-        gc.set_threshold(*self._old)
+        if self._resume:
+            gc.enable()

@@ -6,6 +6,7 @@ Errors the user can act on come out as one line on stderr with exit status 1
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -195,6 +196,7 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     input could not be read, 2 usage error, 3 a --fail-on verdict was found.
     """
     from pcapsmtp.analyze import analyze as run
+    from pcapsmtp.analyze import collector_paused
     from pcapsmtp.redact import names_in_session, share
 
     if jobs:
@@ -209,36 +211,38 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     # only finds each session's names (learn=), and share() renders each once redacted.
     on_finish = None if redacting else render
     learn = names_in_session if redacting else None
-    result = _run_engine(engine, keylog, capture, selection, on_finish, learn) \
-        if engine or keylog \
-        else run(capture, selection, progress=_progress(), render=on_finish, learn=learn)
-    if _progress():
-        click.echo("\r\033[K", err=True, nl=False)
-    if not result.sessions:
-        where = "any port" if any_port else "ports " + ",".join(
-            str(p) for p in sorted(selection.ports))
-        problem = f"; {result.capture.problem}" if result.capture.problem else ""
-        _fail(f"no SMTP sessions in {capture} ({result.capture.packets:,} packets, {where}"
-              f"{problem}); try --port or --any-port")
-    shared, sharing = share(result, scope, redact=redacting,
-                            key=redact_key.encode() if redact_key else None,
-                            keep_domains=keep_domains, render=render)
-    chunks = _chunks(shared, fmt, brief, sharing)
-    if output:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.writelines(chunks)
-    else:
-        for chunk in chunks:
-            sys.stdout.write(chunk)
-        sys.stdout.flush()
-    status = _exit_status(result, fail_on)
-    # The report is written: keep the interpreter's last collection, at exit, from
-    # scanning everything still alive (the store's stubs, the modules).  Measured on the
-    # 300k-packet benchmark, '--jobs 1 --format json': that collection took 0.19 s
-    # (98k objects); frozen, the process just ends.
-    import gc
-
-    gc.freeze()
+    # The analysis pauses the cyclic collector (see analyze.collector_paused); so does the
+    # rest of the command: resumed after the analysis, its first collection would scan
+    # every stub and rendered piece still alive for nothing (the process ends soon).
+    with collector_paused():
+        result = _run_engine(engine, keylog, capture, selection, on_finish, learn) \
+            if engine or keylog \
+            else run(capture, selection, progress=_progress(), render=on_finish, learn=learn)
+        if _progress():
+            click.echo("\r\033[K", err=True, nl=False)
+        if not result.sessions:
+            where = "any port" if any_port else "ports " + ",".join(
+                str(p) for p in sorted(selection.ports))
+            problem = f"; {result.capture.problem}" if result.capture.problem else ""
+            _fail(f"no SMTP sessions in {capture} ({result.capture.packets:,} packets, {where}"
+                  f"{problem}); try --port or --any-port")
+        shared, sharing = share(result, scope, redact=redacting,
+                                key=redact_key.encode() if redact_key else None,
+                                keep_domains=keep_domains, render=render)
+        chunks = _chunks(shared, fmt, brief, sharing)
+        if output:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.writelines(chunks)
+        else:
+            for chunk in chunks:
+                sys.stdout.write(chunk)
+            sys.stdout.flush()
+        status = _exit_status(result, fail_on)
+        # The report is written: keep the collector, when it resumes here and at exit, from
+        # scanning everything still alive (the store's stubs, the modules).  Measured on
+        # the 300k-packet benchmark, '--jobs 1 --format json': that collection took 0.19 s
+        # (98k objects); frozen, the process just ends.
+        gc.freeze()
     sys.exit(status)
 
 
