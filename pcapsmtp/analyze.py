@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import stat
 import tempfile
@@ -243,15 +244,8 @@ def _analyze_sharded(path: str, selection: Selection,
         proc.start()
         sender.close()
         workers.append((proc, receiver))
-    replies = []
     try:
-        for proc, receiver in workers:
-            try:
-                replies.append(receiver.recv())
-            except EOFError:
-                replies.append(("error", RuntimeError(
-                    f"worker process {proc.pid} died (exit status {proc.exitcode})")))
-            receiver.close()
+        replies = _replies(workers)
     finally:
         for proc, _ in workers:
             proc.join()
@@ -265,6 +259,26 @@ def _analyze_sharded(path: str, selection: Selection,
     store.merge([(spool, reply[3]) for spool, reply in zip(spools, replies, strict=True)])
     store.seal()
     return _result(info, decode, selection, store)
+
+
+def _replies(workers: list[tuple[Any, Any]]) -> list[Any]:
+    """Each worker's reply, in worker order, taken as each comes: the parent unpickles the
+    first finisher's stubs (0.06 s for half of the 300k benchmark's) while the others
+    still work, not after the slowest."""
+    replies: list[Any] = [None] * len(workers)
+    waiting = {receiver: i for i, (_, receiver) in enumerate(workers)}
+    while waiting:
+        for receiver in mp.connection.wait(list(waiting)):
+            i = waiting.pop(receiver)
+            try:
+                replies[i] = receiver.recv()
+            except EOFError:
+                proc = workers[i][0]
+                proc.join()
+                replies[i] = ("error", RuntimeError(
+                    f"worker process {proc.pid} died (exit status {proc.exitcode})"))
+            receiver.close()
+    return replies
 
 
 def _preload() -> None:

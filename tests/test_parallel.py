@@ -123,6 +123,41 @@ def test_worker_errors_reach_the_caller(tmp_path: Path) -> None:
         analyze(str(bad), jobs=2)
 
 
+def test_replies_taken_as_workers_finish(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The first worker finishing last (its reply taken after the second's) changes
+    nothing: replies are put back in worker order."""
+    import time
+
+    from pcapsmtp import analyze as analyze_mod
+
+    path = tmp_path / "many.pcap"
+    many_sessions(path)
+    one = both_reports(path, 1)
+    real = analyze_mod._worker
+
+    def late_first(*args: object) -> None:
+        if args[2] == 0:  # index: shard 0 is held back
+            time.sleep(1.0)
+        real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analyze_mod, "_worker", late_first)
+    assert both_reports(path, 2) == one
+
+
+def test_a_dead_worker_is_an_error_naming_its_exit_status(monkeypatch) -> None:  # noqa: ANN001
+    from pcapsmtp import analyze as analyze_mod
+
+    def dies(*args: object) -> None:
+        if args[2] == 1:
+            os._exit(7)
+        analyze_mod.__dict__["_real_worker"](*args)
+
+    monkeypatch.setitem(analyze_mod.__dict__, "_real_worker", analyze_mod._worker)
+    monkeypatch.setattr(analyze_mod, "_worker", dies)
+    with pytest.raises(RuntimeError, match=r"worker process \d+ died \(exit status 7\)"):
+        analyze(str(SAMPLES[0]), jobs=2)
+
+
 def test_parallel_rendering_same_as_serial(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     """JSON sessions rendered by forked workers (store.parallel_map) come out the same and
     in the same order; a filtered view too; a transformed view stays serial."""
