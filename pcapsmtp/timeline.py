@@ -80,6 +80,9 @@ class Session:
     _kind_index: dict[str, list[Event]] | None = field(
         default=None, repr=False, compare=False)
     _indexed_events: int = field(default=-1, repr=False, compare=False)
+    # Another, only while the rules judge the session: their shared questions' answers
+    # (rules._common.shared), set and cleared by rules.run_rules.
+    _memo: dict[Any, Any] | None = field(default=None, repr=False, compare=False)
 
     def of_kind(self, *kinds: str) -> list[Event]:
         """Events of the given kinds, in order: the rules' main question.
@@ -114,7 +117,7 @@ class Session:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in ("_kind_index", "_indexed_events"):
+        for name in ("_kind_index", "_indexed_events", "_memo"):
             state.pop(name, None)  # the class defaults stand in: rebuilt when asked
         return state
 
