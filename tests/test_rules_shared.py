@@ -98,3 +98,12 @@ def test_no_greeting_wait_threshold(wait: float, timeout: bool) -> None:
 def test_no_greeting_not_claimed_after_a_greeting() -> None:
     s = SessionBuilder().handshake().banner(220, "mx ESMTP").wait(30).fin("C").build()
     assert tcp.no_greeting(s) is None
+
+
+@pytest.mark.parametrize("wanted", [("tcp-fin", "tcp-rst"), ("tcp-rst", "tcp-fin"),
+                                    ("tcp-fin", "tcp-fin"), ("tcp-syn", "tls-alert"),
+                                    ("tls-alert", "note"), ("smtp-reply", "smtp-command")])
+def test_of_kind_with_several_kinds_keeps_the_timeline_order(wanted: tuple[str, ...]) -> None:
+    s = (SessionBuilder().handshake().banner(220, "mx ESMTP").ehlo().quit().rst("C")
+         .fin("S").build())
+    assert s.of_kind(*wanted) == [e for e in s.events if e.kind in wanted]
