@@ -61,6 +61,14 @@ def stub(session: Session) -> Session:
     identity (the client's ISN too: it tells one connection seen through a NAT), times,
     verdict, the EHLO reply, the first FIN/RST (who closed, for
     ``render.common.ending_text``) and a PROXY protocol header (the original client)."""
+    if not session.of_kind("proxy-header"):
+        # Nearly every session: the first EHLO reply and the first close read off the
+        # kind index (which the rules built) instead of a pass over the timeline: 7.0 ->
+        # 2.6 us a session of the 100k benchmark.
+        ehlo = next((e for e in session.of_kind("smtp-reply")
+                     if e.fields.get("answers") == "EHLO"), None)
+        close = next(iter(session.of_kind("tcp-fin", "tcp-rst")), None)
+        return _identity(session, [e for e in (ehlo, close) if e is not None], session.verdict)
     ehlo = close = proxy = None
     for e in session.events:
         kind = e.kind

@@ -8,6 +8,7 @@ pixels must show the diagrams' colours.  Chromium tests skip when it is not inst
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 import struct
@@ -387,3 +388,39 @@ def test_json_dump_matches_the_stdlib_in_value_and_takes_what_orjson_refuses() -
     small = {k: v for k, v in doc.items() if k != "big"}
     assert json.loads(_dump(small)) == small
     assert _dump(small).startswith('{"id":1,')  # compact: store.around_id cuts here
+
+
+def _random_text(rnd: random.Random) -> str:
+    """Words (some wider than a line) between runs of spaces (some wider than a line),
+    sometimes with spaces in front or behind: what textwrap's chunk rules are about."""
+    def spaces() -> str:
+        r = rnd.random()
+        return " " * (1 if r < 0.85 else rnd.randint(2, 5) if r < 0.97 else rnd.randint(80, 260))
+
+    parts = [spaces()] if rnd.random() < 0.1 else []
+    for _ in range(rnd.randint(0, 40)):
+        long = rnd.random() < 0.2
+        parts.append("".join(rnd.choice("abcé→-.,`'(") for _ in range(
+            rnd.randint(13, 250) if long else rnd.randint(1, 12))))
+        parts.append(spaces())
+    if parts and rnd.random() < 0.7:
+        parts.pop()
+    return "".join(parts)
+
+
+def test_text_wrap_of_printable_text_is_textwrap() -> None:
+    """The text report's own wrapping of printable text (render.text._wrap_printable) cuts
+    lines where textwrap.wrap would, trailing spaces and all, on 5,000 random texts."""
+    import textwrap
+
+    from pcapsmtp.render.text import WIDTH, _wrap, _wrap_printable
+
+    rnd = random.Random(20261124)
+    indents = ["", "  ", "    ", "    - ", "      "]
+    for _ in range(5000):
+        text = _random_text(rnd)
+        first, rest = rnd.choice(indents), rnd.choice(indents)
+        want = textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=rest,
+                             break_long_words=True, break_on_hyphens=False)
+        assert _wrap_printable(text, first, rest) == want, (text, first, rest)
+        assert _wrap(text, first, rest) == (want or [first.rstrip()])

@@ -160,3 +160,42 @@ def test_report_stubs_keep_what_the_summaries_read() -> None:
     for read in (ending_text, verdict_code, lambda x: (x.id, x.client, x.server, x.packets)):
         assert read(light) == read(s) == read(store_mod.stub(s))
     assert "192.0.2.1" not in repr(light.verdict) and len(light.events) == 1
+
+
+def _stub_events_by_a_pass(s: Session) -> list[Event]:
+    """What store.stub keeps, found as it was before it read the kind index: one pass."""
+    ehlo = close = proxy = None
+    for e in s.events:
+        if ehlo is None and e.kind == "smtp-reply" and e.fields.get("answers") == "EHLO":
+            ehlo = e
+        elif close is None and e.kind in ("tcp-fin", "tcp-rst"):
+            close = e
+        elif proxy is None and e.kind == "proxy-header":
+            proxy = e
+        if ehlo is not None and close is not None:
+            break
+    return [e for e in (proxy, ehlo, close) if e is not None]
+
+
+@pytest.mark.parametrize("kinds", [
+    ["smtp-reply:EHLO", "tcp-fin"],
+    ["tcp-rst", "smtp-reply:HELO", "smtp-reply:EHLO", "tcp-fin", "smtp-reply:EHLO"],
+    ["tcp-fin", "tcp-rst"],
+    ["tcp-rst", "tcp-fin", "smtp-reply:EHLO"],
+    ["smtp-command"],
+    [],
+    ["proxy-header", "smtp-reply:EHLO", "tcp-fin"],
+    ["smtp-reply:EHLO", "tcp-rst", "proxy-header"],  # found after both: not kept
+    ["smtp-reply:EHLO", "proxy-header", "tcp-rst", "proxy-header"],
+])
+def test_stub_keeps_the_first_ehlo_reply_close_and_proxy_header(kinds: list[str]) -> None:
+    s = session(1, events=0)
+    s.events = []
+    for i, k in enumerate(kinds):
+        kind, _, answers = k.partition(":")
+        s.events.append(Event(float(i), i + 1, "S", kind, k,
+                              fields={"answers": answers} if answers else {}))
+    s.of_kind("")  # the index the rules leave behind
+    assert store_mod.stub(s).events == _stub_events_by_a_pass(s)
+    assert all(a is b for a, b in zip(store_mod.stub(s).events, _stub_events_by_a_pass(s),
+                                      strict=True))

@@ -214,22 +214,31 @@ def run_rules(session: Session, rules: Iterable[SessionRule] | None = None,
     """
     load_rules()
     findings: list[Finding] = []
-    present = session.kinds()
-    for fn in RULES if rules is None else rules:
-        wanted = getattr(fn, "needs", None)
-        if wanted is not None and wanted.isdisjoint(present):
-            continue  # nothing it could find here (see needs)
-        try:
-            findings.extend(_as_list(fn(session)))
-        except Exception as exc:  # noqa: BLE001 - one broken rule must not sink the report
-            if strict:
-                raise
-            findings.append(Finding(
-                code="internal-error",
-                summary=f"rule {fn.__module__}.{fn.__name__} failed: {exc!r}",
-                severity="warning",
-                next_step="please report this with the capture to the pcapsmtp authors",
-            ))
+    # a set: frozenset.isdisjoint walks a keys view, but probes a set (the test below
+    # is made ~30 times a session)
+    present = set(session.kinds())
+    # the rules' shared questions are answered once for all of them (_common.shared)
+    session._memo = {}
+    try:
+        for fn in RULES if rules is None else rules:
+            wanted = getattr(fn, "needs", None)
+            if wanted is not None and wanted.isdisjoint(present):
+                continue  # nothing it could find here (see needs)
+            try:
+                result = fn(session)
+                if result is not None:  # most rules find nothing in most sessions
+                    findings.extend(_as_list(result))
+            except Exception as exc:  # noqa: BLE001 - one broken rule must not sink the report
+                if strict:
+                    raise
+                findings.append(Finding(
+                    code="internal-error",
+                    summary=f"rule {fn.__module__}.{fn.__name__} failed: {exc!r}",
+                    severity="warning",
+                    next_step="please report this with the capture to the pcapsmtp authors",
+                ))
+    finally:
+        session._memo = None
     return findings
 
 

@@ -6,8 +6,9 @@ modules (who spoke, when TLS began, which reply answered a message).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from pcapsmtp.rules import Evidence
 from pcapsmtp.timeline import Event, Session
@@ -18,6 +19,31 @@ END_OF_DATA = {"BODY", ".", "END-OF-DATA", "END-OF-MESSAGE", "EOD", "DATA-END", 
 HOUSEKEEPING = {"QUIT", "RSET", "NOOP", "HELP", "VRFY", "EXPN"}
 #: A silence at least this long before the waiting side closes is a timeout, not a hang-up.
 TIMEOUT_MIN_SECONDS = 5.0
+
+
+T = TypeVar("T")
+
+
+def shared(question: Callable[[Session], T]) -> Callable[[Session], T]:
+    """Answer ``question`` of a session once for all the rules that ask it (decorator).
+
+    While :func:`pcapsmtp.rules.run_rules` judges a session, the answer is kept in the
+    session's ``_memo`` (which it clears afterwards): the rules ask the same questions
+    again and again (message_pairs 2.3 times a session, the greeting 2, ...), and
+    nothing changes the session while they run.  A list comes back as a copy, which
+    its caller may change.  Outside run_rules, every call computes.
+    """
+    @functools.wraps(question)
+    def answer(session: Session) -> T:
+        memo = session._memo
+        if memo is None:
+            return question(session)
+        try:
+            value = memo[question]
+        except KeyError:
+            value = memo[question] = question(session)
+        return list(value) if type(value) is list else value  # type: ignore[return-value]
+    return answer
 
 
 def who(direction: str) -> str:
@@ -73,6 +99,24 @@ def answers(e: Event) -> str:
     return str(e.fields.get("answers") or "").upper()
 
 
+@shared
+def _replies_by_answer(session: Session) -> dict[str, list[Event]]:
+    by: dict[str, list[Event]] = {}
+    for e in replies(session):
+        by.setdefault(answers(e), []).append(e)
+    return by
+
+
+def replies_to(session: Session, command: str) -> list[Event]:
+    """The replies answering ``command`` (a verb, or CONNECT for the greeting), in order.
+
+    Many rules look for the replies to one command; this sorts every reply by what it
+    answers once a session (the greeting, QUIT and STARTTLS questions each read every
+    reply before: about 7 us a session of the 100k benchmark).
+    """
+    return list(_replies_by_answer(session).get(command, ()))
+
+
 def reply_code(e: Event) -> int | None:
     """The reply's code; when the line lost its digits, the enhanced code's class.
 
@@ -99,8 +143,8 @@ def reply_text(e: Event) -> str:
 
 def flags(session: Session, kind: str, direction: str | None = None) -> list[Event]:
     """tcp-syn / tcp-syn-ack / tcp-fin / tcp-rst events, optionally of one side."""
-    return [e for e in session.events
-            if e.kind == kind and (direction is None or e.direction == direction)]
+    hits = session.of_kind(kind)  # the index, not a pass over the whole timeline
+    return hits if direction is None else [e for e in hits if e.direction == direction]
 
 
 def closes(session: Session) -> list[Event]:
@@ -108,6 +152,7 @@ def closes(session: Session) -> list[Event]:
     return session.of_kind("tcp-fin", "tcp-rst")
 
 
+@shared
 def first_close(session: Session) -> Event | None:
     c = closes(session)
     return c[0] if c else None
@@ -121,6 +166,7 @@ def tls_events(session: Session) -> list[Event]:
     return [e for e in session.events if is_tls_event(e)]
 
 
+@shared
 def tls_start_time(session: Session) -> float | None:
     """When TLS began (first TLS event or STARTTLS switch); None for plaintext only."""
     if session.implicit_tls:
@@ -166,6 +212,7 @@ def message_replies(session: Session) -> list[Event]:
     return [reply for _, reply in message_pairs(session)]
 
 
+@shared
 def message_pairs(session: Session) -> list[tuple[Event | None, Event]]:
     """(the body or last chunk, or None when it was not seen; its final reply), in order.
 
@@ -189,24 +236,25 @@ def message_pairs(session: Session) -> list[tuple[Event | None, Event]]:
     return out
 
 
+@shared
 def accepted_messages(session: Session) -> list[Event]:
     """2xx replies to a complete message: the server took responsibility for it."""
     return [e for e in message_replies(session) if reply_class(e) == 2]
 
 
+@shared
 def quit_answered(session: Session) -> Event | None:
     """The 221 (or any 2xx) answering QUIT, if the dialogue ended politely."""
-    for e in replies(session):
-        if answers(e) == "QUIT" and reply_class(e) == 2:
+    for e in replies_to(session, "QUIT"):
+        if reply_class(e) == 2:
             return e
     return None
 
 
+@shared
 def greeting(session: Session) -> Event | None:
-    for e in replies(session):
-        if answers(e) == "CONNECT":
-            return e
-    return None
+    hits = replies_to(session, "CONNECT")
+    return hits[0] if hits else None
 
 
 def last_before(events: Iterable[Event], t: float, frame: int) -> Event | None:
@@ -237,6 +285,7 @@ def close_phrase(session: Session) -> str:
     return f"The {who(c.direction)} closed ({kind}, {where(session, c)})."
 
 
+@shared
 def orderly_close(session: Session) -> bool:
     """The dialogue ended the way SMTP means it to: QUIT, or the client hanging up first.
 

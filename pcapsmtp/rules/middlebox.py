@@ -117,6 +117,8 @@ def asterisk_banner(session: Session) -> Finding | None:
     if g is None:
         return None
     text = reply_text(g)
+    if text.count("*") < 4:
+        return None  # the test below, without listing every character of every banner
     visible = [ch for ch in text if not ch.isspace()]
     stars = visible.count("*")
     if stars < 4 or stars < 0.5 * len(visible):

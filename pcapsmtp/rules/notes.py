@@ -202,8 +202,8 @@ def tcp_trouble(session: Session) -> list[Finding]:
         ds = getattr(st, d, None)
         if ds is None:
             continue
-        rt = [e for e in session.of_kind("tcp-retransmission") if e.direction == d]
         if ds.retransmissions >= RETRANS_NOTE:
+            rt = [e for e in session.of_kind("tcp-retransmission") if e.direction == d]
             out.append(Finding(
                 code="retransmissions",
                 summary=f"The {who(d)} retransmitted {ds.retransmissions} segment(s) of "

@@ -6,7 +6,6 @@ from pcapsmtp.rules import Finding, needs, rule
 from pcapsmtp.rules._common import (
     TIMEOUT_MIN_SECONDS,
     accepted_messages,
-    answers,
     close_phrase,
     commands,
     ev,
@@ -15,6 +14,7 @@ from pcapsmtp.rules._common import (
     fmt_s,
     plaintext_after_tls,
     replies,
+    replies_to,
     reply_class,
     reply_code,
     reply_text,
@@ -34,7 +34,7 @@ def starttls_refused(session: Session) -> Finding | None:
     TLS gives up here); when the client went on in plaintext and a message was
     accepted, only a note -- mail flowed, unencrypted.
     """
-    bad = [r for r in replies(session) if answers(r) == "STARTTLS" and reply_class(r) in (4, 5)]
+    bad = [r for r in replies_to(session, "STARTTLS") if reply_class(r) in (4, 5)]
     if not bad:
         return None
     r = bad[0]
@@ -86,7 +86,7 @@ def starttls_not_followed(session: Session) -> Finding | None:
     When the capture just ends right after the 220, that is not proof of
     anything: a note, and ``capture-incomplete`` speaks.
     """
-    ok220 = [r for r in replies(session) if answers(r) == "STARTTLS" and reply_code(r) == 220]
+    ok220 = [r for r in replies_to(session, "STARTTLS") if reply_code(r) == 220]
     if not ok220 or session.implicit_tls:
         return None
     r = ok220[0]
