@@ -142,6 +142,30 @@ def test_handshake_alert_names_sender_and_description() -> None:
     assert alert.frame in frames(s)
 
 
+def test_protocol_version_from_the_server_names_the_way_out() -> None:
+    """A server's protocol_version to a TLS 1.0-only ClientHello (the lab's
+    tls-protocol-version): the cause is known, only the server's minimum is not."""
+    b = upto_starttls().client_hello(versions=(), suites=(0xC014, 0x0035), legacy_version=0x0301)
+    s = b.alert("S", description=70).fin("C").build()
+    assert verdict(s) == "tls-handshake-alert"
+    assert "no TLS version in common" in s.verdict.summary
+    assert s.verdict.cannot_prove == ("which version the server requires: it accepts none up "
+                                      "to TLS1.0")
+    assert s.verdict.next_step.startswith("enable TLS1.2 or later on the client")
+    assert "let the server accept TLS1.0 (Postfix: smtpd_tls_protocols)" in s.verdict.next_step
+
+
+def test_other_alerts_keep_the_general_advice() -> None:
+    """handshake_failure (suites or versions), and a protocol_version the CLIENT sends
+    (it refused the version the server chose): the logs must tell."""
+    for who, description in (("S", 40), ("C", 70)):
+        b = upto_starttls().client_hello(versions=(0x0304, 0x0303), suites=(0x1301,))
+        s = b.alert(who, description=description).fin("S").build()
+        assert verdict(s) == "tls-handshake-alert"
+        assert s.verdict.next_step.startswith("check the "), (who, description)
+        assert "smtpd_tls_protocols" not in s.verdict.next_step
+
+
 def test_close_notify_after_handshake_is_not_a_handshake_alert() -> None:
     s = (upto_starttls().tls12_handshake().app_data("C").app_data("S")
          .alert("C", description=0, level=1, encrypted=True).fin("C").build())

@@ -83,6 +83,14 @@ def f(e: Event, *names: str, default: Any = None) -> Any:
     return default
 
 
+def offered_top_version(hello: Event) -> int | None:
+    """The highest TLS version a ClientHello offers: the top of its supported_versions
+    (GREASE values left out) when it has them, else its legacy_version; None unknown."""
+    versions = [v for v in f(hello, "versions", default=[]) or [] if (v & 0x0F0F) != 0x0A0A]
+    top = max(versions) if versions else f(hello, "legacy_version")
+    return top if isinstance(top, int) else None
+
+
 def replies(session: Session) -> list[Event]:
     return session.of_kind("smtp-reply")
 

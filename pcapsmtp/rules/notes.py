@@ -19,6 +19,7 @@ from pcapsmtp.rules._common import (
     fmt_s,
     greeting,
     message_pairs,
+    offered_top_version,
     plaintext_after_tls,
     reply_class,
     where,
@@ -155,9 +156,8 @@ def old_tls(session: Session) -> Finding | None:
             severity="warning")
     ch = next(iter(session.of_kind("tls-client-hello")), None)
     if ch is not None:
-        versions = [v for v in f(ch, "versions", default=[]) or [] if (v & 0x0F0F) != 0x0A0A]
-        top = max(versions) if versions else f(ch, "legacy_version", default=0x0303)
-        if isinstance(top, int) and top < 0x0303:
+        top = offered_top_version(ch)
+        if top is not None and top < 0x0303:
             return Finding(
                 code="old-tls-version",
                 summary=f"The client offered at most {version_name(top)} ({where(session, ch)}): "

@@ -17,6 +17,7 @@ from pcapsmtp.rules._common import (
     f,
     fmt_s,
     gaps,
+    offered_top_version,
     rel,
     short,
     where,
@@ -63,8 +64,7 @@ def offered(session: Session) -> str:
     h = hello(session)
     if h is None:
         return ""
-    versions = [v for v in f(h, "versions", default=[]) if (v & 0x0F0F) != 0x0A0A]
-    vmax = max(versions) if versions else f(h, "legacy_version", default=0)
+    vmax = offered_top_version(h) or 0
     suites = [s for s in f(h, "cipher_suites", default=[]) if (s & 0x0F0F) != 0x0A0A]
     names = [suite_name(s) for s in suites]
     old = [n for n in names if any(m in n for m in OLD_SUITE_MARKERS)]
@@ -212,19 +212,35 @@ def handshake_alert(session: Session) -> Finding | None:
     answering = f" in answer to {_answered(prev[-1])} ({where(session, prev[-1])})" \
         if prev else ""
     ch = f" The ClientHello offered {offered(session)}." if h is not None else ""
+    cannot, step = _alert_advice(a, name, h)
     return Finding(
         code="tls-handshake-alert",
         summary=f"The {who(a.direction)} sent a TLS {what} during the handshake "
         f"({where(session, a)}){answering}{': ' + hint if hint else ''}; {closing}.{ch}",
         evidence=evidence,
-        cannot_prove="which exact setting caused it: the alert names the category, the "
-        f"{who(a.direction)}'s TLS log names the reason",
-        next_step=f"check the {who(a.direction)}'s log for the TLS error at this time; compare "
-        "the offered versions/suites with the other side's TLS policy "
-        "(`openssl s_client -starttls smtp -connect host:25`)",
+        cannot_prove=cannot,
+        next_step=step,
         verdict=True,
         severity="error",
     )
+
+
+def _alert_advice(a: Event, name: str | None, h: Event | None) -> tuple[str, str]:
+    """(what the capture cannot prove, the next step) for a handshake alert.  A server's
+    protocol_version to a ClientHello leaves no doubt about the cause (none of the offered
+    versions is accepted), only about the server's minimum; the usual case is an old
+    sender against a server hardened to TLS 1.2 and later."""
+    top = offered_top_version(h) if h is not None else None
+    if name == "protocol_version" and a.direction == "S" and top is not None:
+        v = version_name(top)
+        return (f"which version the server requires: it accepts none up to {v}",
+                f"enable TLS1.2 or later on the client (its TLS library or settings); or, "
+                f"knowing the risk, let the server accept {v} (Postfix: smtpd_tls_protocols)")
+    return ("which exact setting caused it: the alert names the category, the "
+            f"{who(a.direction)}'s TLS log names the reason",
+            f"check the {who(a.direction)}'s log for the TLS error at this time; compare "
+            "the offered versions/suites with the other side's TLS policy "
+            "(`openssl s_client -starttls smtp -connect host:25`)")
 
 
 def _stage(session: Session) -> tuple[str, Event | None]:
