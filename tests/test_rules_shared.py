@@ -107,3 +107,22 @@ def test_of_kind_with_several_kinds_keeps_the_timeline_order(wanted: tuple[str, 
     s = (SessionBuilder().handshake().banner(220, "mx ESMTP").ehlo().quit().rst("C")
          .fin("S").build())
     assert s.of_kind(*wanted) == [e for e in s.events if e.kind in wanted]
+
+
+@pytest.mark.parametrize("name", ["dnat-any.pcap", "ban-after-failure.pcap", "plain-ok.pcap"])
+def test_capture_rules_share_answers_within_one_call(name: str) -> None:
+    """diagnose_capture asks which sessions are NAT copies, and groups them by client and
+    server, once for all its rules (rules._common.shared_by_rules); each rule given a plain
+    list computes the same findings itself."""
+    rules.load_rules()
+    stubs = list(analyze(str(ROOT / "samples" / name), jobs=1).sessions.stubs)
+    alone = [f for fn in rules.CAPTURE_RULES for f in rules._as_list(fn(list(stubs)))]
+    assert rules.diagnose_capture(stubs, strict=True) == alone
+    shared = rules.SessionList(stubs)
+    for fn in rules.CAPTURE_RULES:
+        fn(shared)
+    assert sorted(q.__name__ for q in shared.memo) == ["_pairs", "nat_copies"]
+    if name == "dnat-any.pcap":
+        assert any(f.code == "nat-copy" for f in alone)
+    if name == "ban-after-failure.pcap":
+        assert any(f.code == "ban-after-failure" for f in alone)

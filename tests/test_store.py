@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pcapsmtp import store as store_mod
 from pcapsmtp.store import SessionStore
 from pcapsmtp.timeline import Event, Session
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def session(sid: int, events: int = 50) -> Session:
@@ -196,6 +200,47 @@ def test_stub_keeps_the_first_ehlo_reply_close_and_proxy_header(kinds: list[str]
         s.events.append(Event(float(i), i + 1, "S", kind, k,
                               fields={"answers": answers} if answers else {}))
     s.of_kind("")  # the index the rules leave behind
-    assert store_mod.stub(s).events == _stub_events_by_a_pass(s)
-    assert all(a is b for a, b in zip(store_mod.stub(s).events, _stub_events_by_a_pass(s),
-                                      strict=True))
+    kept, expected = store_mod.stub(s).events, _stub_events_by_a_pass(s)
+    assert [(e.frame, e.kind) for e in kept] == [(e.frame, e.kind) for e in expected]
+    for a, b in zip(kept, expected, strict=True):
+        if b.kind == "smtp-reply":  # the EHLO reply: what the cross-session rules read
+            assert (a.text, a.fields) == ("", {"answers": "EHLO"})
+        else:
+            assert a is b
+
+
+@pytest.mark.parametrize("name", ["dnat-any.pcap", "ban-after-failure.pcap",
+                                  "haproxy-proxy.pcap", "starttls-ok.pcap"])
+def test_stubs_give_the_cross_session_rules_what_full_sessions_do(name: str) -> None:
+    """The parent runs the capture rules on stubs (the workers' sessions are not loaded
+    again): the same findings as on the full sessions, though a stub keeps only the
+    verdict's code and the EHLO reply's code and keywords."""
+    from pcapsmtp.analyze import Pipeline
+    from pcapsmtp.capture import open_capture
+    from pcapsmtp.flows import Selection
+    from pcapsmtp.rules import diagnose_capture
+
+    pipeline = Pipeline(Selection())
+    with open_capture(str(ROOT / "samples" / name)) as reader:
+        for frame in reader:
+            pipeline.feed(frame)
+    full = pipeline.close()
+    stubs = [store_mod.stub(s) for s in full]
+    assert all(type(st.verdict) is store_mod.VerdictCode for st in stubs)
+    assert diagnose_capture(stubs, strict=True) == diagnose_capture(full, strict=True)
+
+
+def test_stubs_keep_the_ehlo_keywords_that_tell_a_proxy() -> None:
+    """ehlo-differs, found on stubs: the keywords survive the stub (the lab has no such
+    capture; two timelines to one server, one answered without STARTTLS)."""
+    from pcapsmtp.rules import diagnose, diagnose_capture
+    from tests.timeline_builders import SessionBuilder
+
+    a = SessionBuilder(session_id=1).handshake().banner().ehlo().quit().fin("C").build()
+    b = (SessionBuilder(client=("203.0.113.41", 40000), start=1_700_000_100.0, session_id=2)
+         .handshake().banner().ehlo(caps=("PIPELINING", "8BITMIME")).quit().fin("C").build())
+    for s in (a, b):
+        diagnose(s)
+    full = diagnose_capture([a, b], strict=True)
+    assert [f.code for f in full] == ["ehlo-differs"]
+    assert diagnose_capture([store_mod.stub(a), store_mod.stub(b)], strict=True) == full

@@ -46,6 +46,24 @@ def shared(question: Callable[[Session], T]) -> Callable[[Session], T]:
     return answer
 
 
+def shared_by_rules(question: Callable[[list[Session]], T]) -> Callable[[list[Session]], T]:
+    """Answer ``question`` of a capture's sessions once for all the capture rules that ask
+    it (decorator): :func:`pcapsmtp.rules.diagnose_capture` hands them a SessionList whose
+    memo lasts that call.  The answer is the same object for every rule: read it, never
+    change it.  Given a plain list, every call computes."""
+    @functools.wraps(question)
+    def answer(sessions: list[Session]) -> T:
+        memo = getattr(sessions, "memo", None)
+        if memo is None:
+            return question(sessions)
+        try:
+            return memo[question]  # type: ignore[no-any-return]
+        except KeyError:
+            value = memo[question] = question(sessions)
+            return value
+    return answer
+
+
 def who(direction: str) -> str:
     """'client' / 'server' for an event direction."""
     return {"C": "client", "S": "server"}.get(direction, "capture")
