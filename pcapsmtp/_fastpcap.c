@@ -44,11 +44,20 @@ static inline uint32_t le32(const unsigned char *p)
     return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0];
 }
 
+/* packets._mix32: MurmurHash3's 32-bit finaliser. */
+static inline uint32_t mix32(uint32_t h)
+{
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    return h ^ (h >> 16);
+}
+
 /* packets.shard_hash for two IPv4 addresses (the caller reduces it modulo the count). */
 static inline uint32_t shard_hash4(uint32_t src, uint32_t dst, uint32_t sport, uint32_t dport)
 {
-    uint32_t h = (src ^ dst ^ sport ^ dport) * 0x9E3779B1u;
-    return h ^ (h >> 16);
+    return mix32(mix32(src ^ sport * 0x9E3779B1u) + mix32(dst ^ dport * 0x9E3779B1u));
 }
 
 /* The dotted-quad text of an IPv4 address, cached in ``names`` (int -> str) as
