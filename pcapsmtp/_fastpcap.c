@@ -24,6 +24,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h> /* PyMemberDef (in descrobject.h only from 3.12) */
 #include <stdint.h>
 #include <string.h>
 
@@ -90,6 +91,73 @@ static PyObject *addr4_text(PyObject *names, uint32_t addr)
     return text;
 }
 
+/* Segment objects written slot by slot instead of through the dataclass's __init__ (a
+ * Python call per segment: 0.6 of 0.9 us per built segment, measured on the 300k-frame
+ * benchmark's frames).  Allowed only when every field is a plain object slot of the type
+ * (a member descriptor, T_OBJECT_EX, writable) and the type does nothing else in __init__
+ * (packets.Segment: a slots dataclass); otherwise the type is called.  The offsets are
+ * learnt once per type. */
+static const char *const SEGMENT_FIELDS[SEGMENT_ARGS] = {
+    "frame", "time", "src", "sport", "dst", "dport", "seq", "ack", "flags", "window",
+    "payload", "missing", "ip_version", "ip_id"};
+static PyObject *slots_type; /* the type the offsets are for (a strong reference) */
+static Py_ssize_t slot_offsets[SEGMENT_ARGS];
+static int slots_usable;
+
+#ifndef Py_T_OBJECT_EX
+#define Py_T_OBJECT_EX 16 /* structmember.h's T_OBJECT_EX */
+#endif
+#ifndef Py_READONLY
+#define Py_READONLY 1
+#endif
+
+static void learn_slots(PyObject *type)
+{
+    Py_XDECREF(slots_type);
+    Py_INCREF(type);
+    slots_type = type;
+    slots_usable = 0;
+    if (!PyType_Check(type) || ((PyTypeObject *)type)->tp_itemsize != 0
+        || PyObject_HasAttrString(type, "__post_init__"))
+        return;
+    for (int i = 0; i < SEGMENT_ARGS; i++) {
+        PyObject *d = PyObject_GetAttrString(type, SEGMENT_FIELDS[i]);
+        if (d == NULL) {
+            PyErr_Clear();
+            return;
+        }
+        int fits = Py_IS_TYPE(d, &PyMemberDescr_Type)
+                   && ((PyMemberDescrObject *)d)->d_common.d_type == (PyTypeObject *)type
+                   && ((PyMemberDescrObject *)d)->d_member->type == Py_T_OBJECT_EX
+                   && !(((PyMemberDescrObject *)d)->d_member->flags & Py_READONLY);
+        if (fits)
+            slot_offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+        if (!fits)
+            return;
+    }
+    slots_usable = 1;
+}
+
+/* A new instance of ``type`` holding ``args`` (references stolen: each args[i] is NULL
+ * afterwards when used), or NULL with an error set. */
+static PyObject *new_segment(PyObject *type, PyObject **args)
+{
+    if (type != slots_type)
+        learn_slots(type);
+    if (!slots_usable)
+        return PyObject_Vectorcall(type, args, SEGMENT_ARGS, NULL);
+    PyTypeObject *tp = (PyTypeObject *)type;
+    PyObject *obj = tp->tp_alloc(tp, 0);
+    if (obj == NULL)
+        return NULL;
+    for (int i = 0; i < SEGMENT_ARGS; i++) {
+        *(PyObject **)((char *)obj + slot_offsets[i]) = args[i];
+        args[i] = NULL;
+    }
+    return obj;
+}
+
 typedef struct {
     Py_ssize_t shard_index, shard_count;
     PyObject *segment_type, *names;
@@ -143,7 +211,7 @@ static int fast_segment(const Context *ctx, const unsigned char *d, Py_ssize_t c
     for (int i = 0; i < SEGMENT_ARGS; i++)
         if (args[i] == NULL)
             goto done;
-    *out = PyObject_Vectorcall(ctx->segment_type, args, SEGMENT_ARGS, NULL);
+    *out = new_segment(ctx->segment_type, args);
     ok = *out != NULL;
 done:
     for (int i = 0; i < SEGMENT_ARGS; i++)

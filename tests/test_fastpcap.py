@@ -448,3 +448,52 @@ def test_the_python_decoders_shard_answers_are_cached_within_a_bound(
             assert d._mine(client, server, port, 25) is want
             assert d._mine(server, client, 25, port) is want
             assert len(d._mine_of) <= 64, round_
+
+
+def _segments_built_as(cls: type) -> list:
+    """The C reader's items for a sample, with ``cls`` given as the type to build."""
+    d = Decoder()
+    fast = d.fast_path(analyze_mod.SWEEP_EVERY)
+    assert fast is not None
+    module, (index, count, boundary, _segment, names) = fast
+    with open_capture(str(SAMPLES / "plain-ok.pcap")) as reader:
+        batches = reader.batches((module, (index, count, boundary, cls, names)))
+        assert batches is not None
+        return [item for items, *_ in batches for item in items if type(item) is cls]
+
+
+def test_segments_written_slot_by_slot_equal_those_init_builds() -> None:
+    """The C reader fills a Segment's slots itself (no __init__ call); a subclass or any
+    other type is called instead, so that whatever its __init__ does is done."""
+    built = _segments_built_as(Segment)
+    assert built and all(s == Segment(*dataclasses.astuple(s)) for s in built)
+
+    @dataclasses.dataclass(slots=True)
+    class Checked(Segment):
+        def __post_init__(self) -> None:
+            self.seq += 1  # proves that __init__ ran
+
+    @dataclasses.dataclass
+    class NoSlots:
+        frame: int
+        time: float
+        src: str
+        sport: int
+        dst: str
+        dport: int
+        seq: int
+        ack: int
+        flags: int
+        window: int
+        payload: bytes
+        missing: int
+        ip_version: int
+        ip_id: int
+
+    for cls in (Checked, NoSlots, Segment):  # and back: the offsets are learnt again
+        again = _segments_built_as(cls)
+        assert len(again) == len(built), cls
+        fields = [dataclasses.astuple(x) for x in again]
+        shift = 1 if cls is Checked else 0
+        assert fields == [(*dataclasses.astuple(s)[:6], s.seq + shift,
+                           *dataclasses.astuple(s)[7:]) for s in built], cls
