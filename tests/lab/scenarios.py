@@ -1103,7 +1103,7 @@ SCENARIOS: list[Scenario] = [
         "mx.lab.example -ign_eof -bind 192.0.2.10:40340 to Postfix on 25 with "
         "smtpd_tls_protocols = >=TLSv1.2, stdin QUIT; server-side capture.",
         body_tls_protocol_version,
-        [session(C + "40340", SERVER25, "tls-handshake-alert", closed_by="client",
+        [session(C + "40340", SERVER25, "tls-handshake-alert", closed_by="server",
                  how="FIN", stage="client-hello", alert="protocol_version",
                  alert_from="server", notes=["old-tls-version"],
                  events=[{"kind": "tls-client-hello", "legacy_version": 0x0301,
