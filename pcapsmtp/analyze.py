@@ -193,8 +193,8 @@ def _build(path: str, selection: Selection, store: SessionStore,
            progress: Callable[[int], None] | None,
            shard: tuple[int, int] | None = None) -> tuple[CaptureInfo, DecodeStats]:
     """Every frame of ``path`` through a pipeline whose finished sessions go to ``store``
-    (only the connections of ``shard``, in a worker); the GC thresholds stay raised
-    while the sessions still open at the end are finished too."""
+    (only the connections of ``shard``, in a worker); the collector stays paused while
+    the sessions still open at the end are finished too."""
     pipeline = Pipeline(selection, on_session=store.add, keep=False, shard=shard)
     with collector_paused():
         with open_capture(path) as reader:
@@ -295,9 +295,9 @@ def _worker(path: str, selection: Selection, index: int, count: int, spool: Any,
     """One shard's sessions into ``spool``; (capture info, decode stats, entries) to the
     parent through ``conn``, or the exception that stopped it."""
     try:
-        # The parent's objects came with the fork: keep the GC from scanning them (and
-        # from touching their pages, which copy-on-write would then duplicate).
-        gc.freeze()
+        # The collector was paused when the parent forked (analyze), and stays so for the
+        # worker's life: it never scans the parent's objects, nor touches their pages
+        # (which copy-on-write would then duplicate).
         store = SessionStore(spool, render, learn)
         info, decode = _build(path, selection, store, progress, shard=(index, count))
         conn.send(("ok", info, decode, store.entries()))

@@ -439,7 +439,9 @@ def _plain_ids(sessions: Sequence[Session]) -> tuple[SessionStore | None, list[i
 
 
 def _map_worker(store: SessionStore, fn: Callable[[Session], Any], conn: Any) -> None:
-    gc.freeze()  # the parent's objects: not ours to scan (see analyze._worker)
+    # The parent's objects came with the fork: keep the collector from scanning them (and
+    # from touching their pages, which copy-on-write would then duplicate).
+    gc.freeze()
     while True:
         try:
             batch = conn.recv()

@@ -112,7 +112,7 @@ def test_of_kind_with_several_kinds_keeps_the_timeline_order(wanted: tuple[str, 
 @pytest.mark.parametrize("name", ["dnat-any.pcap", "ban-after-failure.pcap", "plain-ok.pcap"])
 def test_capture_rules_share_answers_within_one_call(name: str) -> None:
     """diagnose_capture asks which sessions are NAT copies, and groups them by client and
-    server, once for all its rules (rules._common.shared_by_rules); each rule given a plain
+    server, once for all its rules (rules._common.shared); each rule given a plain
     list computes the same findings itself."""
     rules.load_rules()
     stubs = list(analyze(str(ROOT / "samples" / name), jobs=1).sessions.stubs)
@@ -121,7 +121,7 @@ def test_capture_rules_share_answers_within_one_call(name: str) -> None:
     shared = rules.SessionList(stubs)
     for fn in rules.CAPTURE_RULES:
         fn(shared)
-    assert sorted(q.__name__ for q in shared.memo) == ["_pairs", "nat_copies"]
+    assert sorted(q.__name__ for q in shared._memo) == ["_pairs", "nat_copies"]
     if name == "dnat-any.pcap":
         assert any(f.code == "nat-copy" for f in alone)
     if name == "ban-after-failure.pcap":

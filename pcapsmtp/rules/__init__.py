@@ -297,13 +297,14 @@ class SessionList(list):  # type: ignore[type-arg]
     """The sessions as diagnose_capture hands them to the capture rules, with a memo for
     that call: several rules ask the same question of all of them (which are NAT copies,
     the sessions grouped by client and server), 15-35 ms each on 7,204 sessions in the
-    parent's serial tail.  See :func:`pcapsmtp.rules._common.shared_by_rules`."""
+    parent's serial tail.  See :func:`pcapsmtp.rules._common.shared`, which keeps a
+    session's answers the same way (``Session._memo``)."""
 
-    __slots__ = ("memo",)
+    __slots__ = ("_memo",)
 
     def __init__(self, sessions: Iterable[Session]) -> None:
         super().__init__(sessions)
-        self.memo: dict[Any, Any] = {}
+        self._memo: dict[Any, Any] = {}
 
 
 def diagnose_capture(sessions: list[Session], strict: bool = False) -> list[Finding]:

@@ -24,43 +24,28 @@ TIMEOUT_MIN_SECONDS = 5.0
 T = TypeVar("T")
 
 
-def shared(question: Callable[[Session], T]) -> Callable[[Session], T]:
-    """Answer ``question`` of a session once for all the rules that ask it (decorator).
+def shared(question: Callable[[Any], T]) -> Callable[[Any], T]:
+    """Answer ``question`` once for all the rules that ask it (decorator).
 
-    While :func:`pcapsmtp.rules.run_rules` judges a session, the answer is kept in the
-    session's ``_memo`` (which it clears afterwards): the rules ask the same questions
-    again and again (message_pairs 2.3 times a session, the greeting 2, ...), and
-    nothing changes the session while they run.  A list comes back as a copy, which
-    its caller may change.  Outside run_rules, every call computes.
+    Of a session while :func:`pcapsmtp.rules.run_rules` judges it (the answers are kept
+    in the session's ``_memo``, which it clears afterwards): the rules ask the same
+    questions again and again (message_pairs 2.3 times a session, the greeting 2, ...),
+    and nothing changes the session while they run.  Of a capture's sessions while
+    :func:`pcapsmtp.rules.diagnose_capture` runs the capture rules (a SessionList, whose
+    ``_memo`` lasts that call): which are NAT copies, how they group.  A list comes back
+    as a copy, which its caller may change; other answers are read, never changed.
+    Asked of anything without a memo (outside those calls), every call computes.
     """
     @functools.wraps(question)
-    def answer(session: Session) -> T:
-        memo = session._memo
+    def answer(subject: Any) -> T:
+        memo = getattr(subject, "_memo", None)
         if memo is None:
-            return question(session)
+            return question(subject)
         try:
             value = memo[question]
         except KeyError:
-            value = memo[question] = question(session)
+            value = memo[question] = question(subject)
         return list(value) if type(value) is list else value  # type: ignore[return-value]
-    return answer
-
-
-def shared_by_rules(question: Callable[[list[Session]], T]) -> Callable[[list[Session]], T]:
-    """Answer ``question`` of a capture's sessions once for all the capture rules that ask
-    it (decorator): :func:`pcapsmtp.rules.diagnose_capture` hands them a SessionList whose
-    memo lasts that call.  The answer is the same object for every rule: read it, never
-    change it.  Given a plain list, every call computes."""
-    @functools.wraps(question)
-    def answer(sessions: list[Session]) -> T:
-        memo = getattr(sessions, "memo", None)
-        if memo is None:
-            return question(sessions)
-        try:
-            return memo[question]  # type: ignore[no-any-return]
-        except KeyError:
-            value = memo[question] = question(sessions)
-            return value
     return answer
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from pcapsmtp.rules import Evidence, Finding, capture_rule
-from pcapsmtp.rules._common import shared_by_rules
+from pcapsmtp.rules._common import shared
 from pcapsmtp.timeline import Session, endpoint
 
 GOOD = {"ok", "ok-no-mail"}
@@ -38,7 +38,7 @@ def client_host(s: Session) -> str:
     return s.client[0]
 
 
-@shared_by_rules
+@shared
 def nat_copies(sessions: list[Session]) -> list[tuple[Session, Session]]:
     """(session, the same connection seen again after a NAT) for every connection the
     capture holds twice.  ``tcpdump -i any`` on a host that forwards with DNAT (Docker's
@@ -61,7 +61,7 @@ def nat_copies(sessions: list[Session]) -> list[tuple[Session, Session]]:
     return pairs
 
 
-@shared_by_rules
+@shared
 def _pairs(sessions: list[Session]) -> dict[tuple[str, str], list[Session]]:
     copies = {again.id for _, again in nat_copies(sessions)}  # one connection counts once
     by: dict[tuple[str, str], list[Session]] = defaultdict(list)

@@ -246,6 +246,21 @@ def _tls1_client(port: int) -> str:
                 "-ign_eof"], input_="QUIT\r\n", timeout=20)
 
 
+def _tls1_refused(port: int, alert: str, description: int, closed_by: str) -> dict[str, Any]:
+    """The truth of a _tls1_client session the server refuses with a fatal ``alert`` to
+    its ClientHello; who closed first is a race (s_client exits on the alert while
+    Postfix logs and closes), so ``closed_by`` is what the committed capture shows."""
+    return session(C + str(port), SERVER25, "tls-handshake-alert", closed_by=closed_by,
+                   how="FIN", stage="client-hello", alert=alert,
+                   alert_from="server", notes=["old-tls-version"],
+                   events=[{"kind": "tls-client-hello", "legacy_version": 0x0301,
+                            "versions": [], "sni": "mx.lab.example"},
+                           {"kind": "tls-alert", "level": 2, "description": description}],
+                   close_race=("s_client exits on the alert while Postfix logs and closes: "
+                               "either FIN may come first; this fact is what the committed "
+                               "capture shows"))
+
+
 def body_old_tls_client(ctx: Ctx) -> str:
     """A TLS 1.0-only client; the lab's Postfix excludes SHA-1 suites, the only ones TLS 1.0
     has: no shared cipher."""
@@ -1075,15 +1090,7 @@ SCENARIOS: list[Scenario] = [
         "mx.lab.example -ign_eof -bind 192.0.2.10:40310 to Postfix on 25 (the lab's normal "
         "configuration), stdin QUIT; server-side capture.",
         body_old_tls_client,
-        [session(C + "40310", SERVER25, "tls-handshake-alert", closed_by="client",
-                 how="FIN", stage="client-hello", alert="handshake_failure",
-                 alert_from="server", notes=["old-tls-version"],
-                 events=[{"kind": "tls-client-hello", "legacy_version": 0x0301,
-                          "versions": [], "sni": "mx.lab.example"},
-                         {"kind": "tls-alert", "level": 2, "description": 40}],
-                 close_race=("s_client exits on the alert while Postfix logs and closes: "
-                             "either FIN may come first; this fact is what the committed "
-                             "capture shows"))],
+        [_tls1_refused(40310, "handshake_failure", 40, closed_by="client")],
         log_expect=(r"SSL_accept error from unknown\[192\.0\.2\.10\]",
                     r"no shared cipher", r"starttls=0/1"),
         client_expect=(r"Protocol *: TLSv1\n", r"SSL alert number 40")),
@@ -1103,15 +1110,7 @@ SCENARIOS: list[Scenario] = [
         "mx.lab.example -ign_eof -bind 192.0.2.10:40340 to Postfix on 25 with "
         "smtpd_tls_protocols = >=TLSv1.2, stdin QUIT; server-side capture.",
         body_tls_protocol_version,
-        [session(C + "40340", SERVER25, "tls-handshake-alert", closed_by="server",
-                 how="FIN", stage="client-hello", alert="protocol_version",
-                 alert_from="server", notes=["old-tls-version"],
-                 events=[{"kind": "tls-client-hello", "legacy_version": 0x0301,
-                          "versions": [], "sni": "mx.lab.example"},
-                         {"kind": "tls-alert", "level": 2, "description": 70}],
-                 close_race=("s_client exits on the alert while Postfix logs and closes: "
-                             "either FIN may come first; this fact is what the committed "
-                             "capture shows"))],
+        [_tls1_refused(40340, "protocol_version", 70, closed_by="server")],
         postfix={"smtpd_tls_protocols": ">=TLSv1.2"},
         log_expect=(r"SSL_accept error from unknown\[192\.0\.2\.10\]",
                     r"unsupported protocol", r"starttls=0/1"),
