@@ -27,6 +27,7 @@ from pcapsmtp.capture import Frame, open_capture
 from pcapsmtp.flows import DEFAULT_PORTS
 from pcapsmtp.rules import Finding
 from pcapsmtp.timeline import Session
+from tests.lab import netns
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
@@ -456,7 +457,8 @@ def lab_missing() -> str | None:
     probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
     if probe.returncode != 0:
         return "no network namespaces here"
-    if "psl-" in probe.stdout:  # building the lab would tear down another run's namespaces
+    # building the lab would tear down another run's namespaces
+    if f"{netns.PREFIX}-" in probe.stdout:
         return "the lab's namespaces are in use by another run; run this test on its own"
     return None
 

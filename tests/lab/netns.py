@@ -8,13 +8,18 @@ ranges) so the committed samples are reproducible and easy to read.
 from __future__ import annotations
 
 import atexit
+import os
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-CLI, RTR, SRV = "psl-cli", "psl-rtr", "psl-srv"
+# The namespaces' names share a prefix ($PCAPSMTP_LAB_NS, "psl" by default) so that two lab
+# runs (parallel test workers, one MTA each) build networks of their own: the same
+# addresses, in namespaces of their own, never meet.
+PREFIX = os.environ.get("PCAPSMTP_LAB_NS", "psl")
+CLI, RTR, SRV = f"{PREFIX}-cli", f"{PREFIX}-rtr", f"{PREFIX}-srv"
 NAMESPACES = (CLI, RTR, SRV)
 
 CLI4, RTR4_CLI, RTR4_SRV, SRV4 = "192.0.2.10", "192.0.2.1", "198.51.100.1", "198.51.100.25"
