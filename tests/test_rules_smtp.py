@@ -103,16 +103,50 @@ def test_banner_554_is_rejected_at_greeting() -> None:
     assert "greeting" in s.verdict.summary
 
 
-def test_timeout_after_end_of_message() -> None:
+def test_idle_after_accepted_message_is_ok_with_a_timeout_note() -> None:
+    """Issue 16: the message went through; the client only never said QUIT."""
     s = (SessionBuilder().handshake().banner().ehlo().message().wait(300)
          .reply(421, "4.4.2 mx.example Error: timeout exceeded", answers="")
          .fin("S").build())
+    assert verdict(s) == "ok"
+    assert "gave up with `421 4.4.2 mx.example Error: timeout exceeded`" in s.verdict.summary
+    note = next(n for n in s.notes if n.code == "client-idle-timeout")
+    assert "client went silent after END-OF-MESSAGE" in note.summary
+    assert "300" in note.summary and "Postfix" in note.summary
+    assert "1 message(s) had been accepted" in note.summary
+
+
+def test_exchange_451_timeout_after_message_is_not_deferred() -> None:
+    """Exchange's 451 4.7.0 is its idle timeout, not a policy deferral."""
+    s = (SessionBuilder().handshake().banner().ehlo().message().wait(60)
+         .reply(451, "4.7.0 Timeout waiting for client input", answers="")
+         .fin("S").build())
+    assert verdict(s) == "ok"
+    assert not any(n.code.startswith("smtp-deferred") for n in s.notes)
+    assert any(n.code == "client-idle-timeout" and "Exchange" in n.summary for n in s.notes)
+
+
+def test_client_idle_before_any_command_is_a_timeout_even_if_it_closes_first() -> None:
+    """The 421 after the greeting; the client hangs up first on reading it."""
+    s = (SessionBuilder().handshake().banner().wait(300)
+         .reply(421, "4.4.2 mx.example Error: timeout exceeded", answers="")
+         .fin("C").fin("S").build())
     assert verdict(s) == "timeout"
-    assert "client went silent after END-OF-MESSAGE" in s.verdict.summary
-    assert "300" in s.verdict.summary
-    assert "1 message(s) had been accepted" in s.verdict.summary
-    notes = {n.code for n in s.notes}
-    assert "message-accepted" in notes
+    assert s.verdict.summary.startswith("The client went silent after the greeting")
+
+
+def test_exim_timeout_wording_is_named() -> None:
+    s = (SessionBuilder().handshake().banner().ehlo().wait(30)
+         .reply(421, "mx.example: SMTP command timeout - closing connection", answers="")
+         .fin("S").build())
+    assert verdict(s) == "timeout"
+    assert "Exim's timeout reply" in s.verdict.summary
+
+
+def test_a_451_that_is_not_a_timeout_still_defers() -> None:
+    s = (SessionBuilder().handshake().banner().ehlo().cmd("MAIL FROM:<a@example.org>")
+         .reply(451, "4.3.0 Temporary lookup failure").quit().fin("S").build())
+    assert verdict(s) == "smtp-deferred"
 
 
 def test_server_silent_after_command_client_closes() -> None:

@@ -7,6 +7,7 @@ modules (who spoke, when TLS began, which reply answered a message).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -325,3 +326,50 @@ EVIDENCE_CAP = 300
 def short(text: str, limit: int = 48) -> str:
     """A command or preview cut for a summary line (binary junk must not flood a report)."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: How each MTA words the reply it sends when the client stopped talking: (pattern over the
+#: reply's text, whose words these are).  From the servers' sources and the lab's captures:
+#: Postfix smtpd (``smtpd_timeout``), Exim (``smtp_receive_timeout``), sendmail
+#: (``Timeout.command``, its 'Lost input channel' when the read fails), OpenSMTPD, Exchange,
+#: Haraka (``inactivity_time``), qmail.  A 4xx whose text says 'timeout' in other words is
+#: still a timeout; the table only names the MTA in the report.
+TIMEOUT_WORDINGS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Error: timeout exceeded", re.I), "Postfix"),
+    (re.compile(r"SMTP (command|incoming data) timeout", re.I), "Exim"),
+    (re.compile(r"Lost input channel", re.I), "sendmail"),
+    (re.compile(r"Timeout waiting for client input", re.I), "Exchange"),
+    (re.compile(r"^timeout \(#4\.4\.2\)", re.I), "qmail"),
+    (re.compile(r"inactivity|idle (too long|timeout)|timed? ?out", re.I), ""),
+)
+
+
+def timeout_wording(e: Event) -> str | None:
+    """Whose timeout reply ``e`` is ('Postfix', ..., '' for an unnamed MTA), or None.
+
+    A 4xx only: a 5xx that mentions a timeout refuses something for good, and a 2xx is not
+    the server giving up.
+    """
+    if e.kind != "smtp-reply" or e.direction != "S" or reply_class(e) != 4:
+        return None
+    text = reply_text(e)
+    for pattern, mta in TIMEOUT_WORDINGS:
+        if pattern.search(text):
+            return mta
+    return None
+
+
+@shared
+def server_timed_out(session: Session) -> Event | None:
+    """The server's timeout reply that ended the dialogue, if one did.
+
+    The last reply of the session, a timeout in some MTA's words, with no client command
+    after it that the server answered: the server gave up on a client that said nothing.
+    Whoever sent the first FIN afterwards does not change that (many clients hang up at
+    once when they read the 421).
+    """
+    rs = replies(session)
+    if not rs:
+        return None
+    last = rs[-1]
+    return last if timeout_wording(last) is not None else None

@@ -31,16 +31,16 @@ from pcapsmtp.rules._common import (
     reply_class,
     reply_code,
     reply_text,
+    server_timed_out,
     session_has_mid_gap,
     short,
+    timeout_wording,
     tls_start_time,
     verb,
     where,
     who,
 )
 from pcapsmtp.timeline import Event, Session
-
-_TIMEOUT_TEXT = re.compile(r"time[d]?[ -]?out", re.I)
 
 
 def command_for(session: Session, reply: Event) -> Event | None:
@@ -69,7 +69,8 @@ def delivered(session: Session) -> Finding | None:
     n = len(accepted)
     first = accepted[0]
     evidence = [ev(a, f"message accepted: {reply_text(a)}") for a in accepted[:5]]
-    if not orderly_close(session):
+    gave_up = server_timed_out(session)
+    if not orderly_close(session) and (gave_up is None or gave_up.time < accepted[-1].time):
         return Finding(
             code="message-accepted",
             summary=f"{n} message(s) were accepted (first: {where(session, first)}) before "
@@ -78,10 +79,17 @@ def delivered(session: Session) -> Finding | None:
             severity="info",
         )
     q = quit_answered(session)
-    end = (f"the client said QUIT and the server answered {reply_code(q)} ({where(session, q)})"
-           if q else close_phrase(session).rstrip(".").replace("The ", "the ", 1))
     if q:
+        end = f"the client said QUIT and the server answered {reply_code(q)} ({where(session, q)})"
         evidence.append(ev(q))
+    elif gave_up is not None and not orderly_close(session):
+        # The client never said QUIT: the server's idle timeout ended the session, which
+        # the ``timeout`` rule notes; the message was accepted all the same.
+        end = (f"the client then sent nothing more, and the server gave up with "
+               f"`{short(gave_up.text, 80)}` ({where(session, gave_up)})")
+        evidence.append(ev(gave_up, f"server's timeout reply: {gave_up.text}"))
+    else:
+        end = close_phrase(session).rstrip(".").replace("The ", "the ", 1)
     return Finding(
         code="ok",
         summary=f"{n} message(s) accepted by the server (first: "
@@ -117,6 +125,8 @@ def no_mail(session: Session) -> Finding | None:
         return None
     if accepted_messages(session) or not orderly_close(session):
         return None
+    if server_timed_out(session) is not None:
+        return None  # the server's timeout ended it, not the client: ``timeout`` speaks
     if not data_events(session, "S"):
         return None  # no banner at all: not a dialogue (tcp rules speak)
     sent = _unanswered_message(session)
@@ -201,8 +211,8 @@ def failure_reply(session: Session) -> Finding | None:
         evidence.append(ev(c, f"{who(c.direction)} {c.kind[4:].upper()}"))
     accepted = accepted_messages(session)
     is_verdict = not (accepted and orderly_close(session))
-    if _TIMEOUT_TEXT.search(text) and code == 421:
-        is_verdict = False
+    if timeout_wording(bad) is not None and bad is server_timed_out(session):
+        return None  # the server giving up on a silent client: the ``timeout`` rule speaks
     raw = bad.fields.get("code")
     shown = f"`{raw} {text}`" if raw is not None else f"`{text}` (a reply line without its code)"
     verb_phrase = "deferred (temporary failure)" if cls == 4 else "rejected (permanent failure)"
@@ -253,6 +263,9 @@ def silence_timeout(session: Session) -> Finding | None:
     """
     if tls_start_time(session) is not None:
         return None
+    gave_up = server_timed_out(session)
+    if gave_up is not None:
+        return _server_gave_up(session, gave_up)
     c = first_close(session)
     if c is None:
         return None
@@ -301,6 +314,64 @@ def silence_timeout(session: Session) -> Finding | None:
         f"the capture point, or never sent it",
         next_step=f"capture on the {who(silent)} side too and compare with `pcapsmtp compare`; "
         f"check the {who(silent)}'s log for this connection",
+        verdict=True,
+        severity="error",
+    )
+
+
+def _server_gave_up(session: Session, said: Event) -> Finding | None:
+    """The server's timeout reply ended the dialogue: the client had gone silent.
+
+    The server's own words decide it, whoever sends the first FIN afterwards (many
+    clients hang up as soon as they read the 421), so no minimum silence is asked for.
+    After an accepted message this is a note: the mail went through, and the client only
+    failed to say QUIT (the ``ok`` verdict stands).
+    """
+    last = None
+    for e in session.events:
+        if e is said or (e.time, e.frame) >= (said.time, said.frame):
+            break
+        if not e.kind.startswith(NOT_DATA) and e.kind != "note":
+            last = e
+    if last is None:
+        return None
+    if session_has_mid_gap(session, "C", last.time, said.time):
+        return None  # the client's words may be in the bytes the capture lacks
+    wait = said.time - last.time
+    mta = timeout_wording(said)
+    whose = f", {mta}'s timeout reply" if mta else ", a timeout reply"
+    c = first_close(session)
+    closed = (f"; the {who(c.direction)} then closed ({'FIN' if c.kind == 'tcp-fin' else 'RST'}, "
+              f"{where(session, c)})") if c is not None else (
+        "; the capture ended with the connection still open")
+    evidence = [ev(last, f"last words before the silence: {short(last.text, 80)}"),
+                ev(said, f"server's timeout reply: {said.text}")]
+    if c is not None:
+        evidence.append(ev(c, f"{who(c.direction)} {'FIN' if c.kind == 'tcp-fin' else 'RST'}"))
+    accepted = accepted_messages(session)
+    summary = (f"The client went silent {_stage(last)} ({where(session, last)}); the server "
+               f"waited {fmt_s(wait)} and gave up with `{short(said.text, 100)}` "
+               f"({where(session, said)}{whose}){closed}.")
+    if accepted:
+        return Finding(
+            code="client-idle-timeout",
+            summary=f"{summary} {len(accepted)} message(s) had been accepted before: the client "
+            "kept the connection open without QUIT until the server's idle timeout.",
+            evidence=evidence,
+            cannot_prove="why the client did not say QUIT (a connection cache that keeps "
+            "sessions open, or a client that hung)",
+            next_step="nothing is lost; if many sessions end this way, check the client's "
+            "connection caching (Postfix: smtp_connection_cache_time_limit)",
+            severity="info",
+        )
+    return Finding(
+        code="timeout",
+        summary=summary,
+        evidence=evidence,
+        cannot_prove="whether the client sent something that was lost before reaching the "
+        "capture point, or never sent it",
+        next_step="capture on the client side too and compare with `pcapsmtp compare`; check "
+        "the client's log for this connection",
         verdict=True,
         severity="error",
     )
