@@ -371,3 +371,35 @@ def test_to_dict_is_json_shaped() -> None:
     assert set(d) >= {"code", "summary", "evidence"}
     assert d["evidence"][0]["frame"] == s.verdict.evidence[0].frame
     assert isinstance(d["evidence"][0]["time"], float)
+
+
+# -- TLS teardown by RST (issue 16) --------------------------------------------------------
+
+def _tls13_dialogue() -> SessionBuilder:
+    return (SessionBuilder().handshake().banner().ehlo().starttls().tls13_handshake()
+            .app_data("S", length=200).app_data("C", length=60).app_data("S", length=120)
+            .app_data("C", length=90).app_data("S", length=60).app_data("C", length=300)
+            .app_data("S", length=60).app_data("C", length=30).app_data("S", length=40))
+
+
+def test_rst_after_servers_close_notify_is_teardown_not_reset() -> None:
+    """close_notify, then RST without FIN (unread bytes at close): ordinary teardown."""
+    s = _tls13_dialogue().alert("S", description=0, level=1).rst("S").build()
+    assert verdict(s) == "ok"
+    note = next(n for n in s.notes if n.code == "reset-after-close-notify")
+    assert "its own TLS close alert" in note.summary
+    assert not any(n.code == "tcp-reset" for n in s.notes)
+
+
+def test_rst_without_any_close_alert_is_still_a_reset() -> None:
+    s = _tls13_dialogue().rst("S").build()
+    assert verdict(s) == "tcp-reset"
+    assert not any(n.code == "reset-after-close-notify" for n in s.notes)
+
+
+def test_rst_mid_handshake_is_not_called_teardown() -> None:
+    """No dialogue ran inside TLS: an alert then RST there is a handshake failure."""
+    s = (SessionBuilder().handshake().banner().ehlo().starttls().client_hello()
+         .alert("S", description=40).rst("S").build())
+    assert verdict(s) != "ok"
+    assert not any(n.code == "reset-after-close-notify" for n in s.notes)

@@ -119,6 +119,8 @@ def reset(session: Session) -> Finding | None:
     first = first_close(session)
     assert first is not None
     r = rsts[0]
+    if first.kind == "tcp-rst" and _closed_tls_first(session, r) is not None:
+        return None  # a TLS teardown detail: ``reset_after_close_notify`` notes it
     if first.kind == "tcp-fin":
         if orderly_close(session) or greeting(session) is not None or _tls_spoke(session):
             return None  # the FIN ended it; a RST after it is the other stack's tidy-up
@@ -142,6 +144,56 @@ def reset(session: Session) -> Finding | None:
         f"{who(r.direction)} side too to see whether it really sent the RST",
         verdict=True,
         severity="error",
+    )
+
+
+def _closed_tls_first(session: Session, r: Event) -> Event | None:
+    """The close_notify (or other alert after the handshake) that preceded RST ``r``, when
+    the TLS dialogue had run both ways: the session was already over when the RST came.
+
+    The usual cause is ordinary: the side that sent close_notify closed its socket while
+    bytes it had not read (the peer's own close_notify, or a last record) sat in its
+    receive buffer, and the kernel answers that close with RST instead of FIN (RFC 1122
+    4.2.2.13). OpenSSL-based servers do it to clients that send close_notify at once.
+    """
+    if not _tls_spoke(session):
+        return None
+    done_t = _handshake_done_at(session)
+    for a in session.of_kind("tls-alert"):
+        if done_t is not None and (a.time, a.frame) <= done_t:
+            continue
+        if (a.time, a.frame) <= (r.time, r.frame):
+            return a
+    return None
+
+
+def _handshake_done_at(session: Session) -> tuple[float, int] | None:
+    done = [e for e in session.of_kind("tls-encrypted-handshake")]
+    return (done[-1].time, done[-1].frame) if done else None
+
+
+@rule
+@needs("tcp-rst")
+def reset_after_close_notify(session: Session) -> Finding | None:
+    """A note for the RST that ends a finished TLS session (see :func:`_closed_tls_first`)."""
+    rsts = flags(session, "tcp-rst")
+    first = first_close(session)
+    if not rsts or first is None or first.kind != "tcp-rst":
+        return None
+    r = rsts[0]
+    a = _closed_tls_first(session, r)
+    if a is None:
+        return None
+    by = "its own" if a.direction == r.direction else f"the {who(a.direction)}'s"
+    return Finding(
+        code="reset-after-close-notify",
+        summary=f"The {who(r.direction)} ended the connection with RST ({where(session, r)}) "
+        f"after {by} TLS close alert ({where(session, a)}), with no FIN: a teardown "
+        "detail, not a failure. A side that closes its socket with unread bytes in it "
+        "(typically the peer's close_notify) makes the kernel send RST instead of FIN.",
+        evidence=[ev(a, "TLS close alert"), ev(r, f"RST from the {who(r.direction)}")],
+        cannot_prove="what the unread bytes were (they are encrypted)",
+        severity="info",
     )
 
 
