@@ -169,7 +169,8 @@ def test_other_alerts_keep_the_general_advice() -> None:
 def test_close_notify_after_handshake_is_not_a_handshake_alert() -> None:
     s = (upto_starttls().tls12_handshake().app_data("C").app_data("S")
          .alert("C", description=0, level=1, encrypted=True).fin("C").build())
-    assert verdict(s) == "ok"
+    # one client record, answered, then close_notify: too little for a message
+    assert verdict(s) == "ok-no-mail"
 
 
 def test_fin_during_client_hello() -> None:
@@ -270,7 +271,7 @@ def test_starttls_not_followed_silence() -> None:
 
 def test_starttls_then_handshake_is_not_not_followed() -> None:
     s = upto_starttls().tls12_handshake().app_data("C").app_data("S").fin("C").build()
-    assert verdict(s) == "ok"
+    assert verdict(s) == "ok-no-mail"  # one record each way: too little for a message
     assert not any(n.code.startswith("starttls") for n in s.notes)
 
 
@@ -297,3 +298,26 @@ def test_rst_in_the_middle_of_a_tls_dialogue_is_still_a_reset() -> None:
     b = SessionBuilder(server=("198.51.100.25", 465), implicit_tls=True).handshake()
     b.tls13_handshake().app_data("C").app_data("S").app_data("C").app_data("S").rst("S")
     assert verdict(b.build()) == "tcp-reset"
+
+
+# -- what record sizes can hold (issue 16) ---------------------------------------------
+
+def test_encrypted_ehlo_and_quit_only_is_ok_no_mail() -> None:
+    """EHLO (42-byte record) then QUIT (23): 6 bytes after the EHLO, no room for a message."""
+    s = (upto_starttls().tls13_handshake().app_data("S", length=250).app_data("C", length=42)
+         .app_data("S", length=168).app_data("C", length=23).app_data("S", length=32)
+         .fin("S").fin("C").build())
+    assert verdict(s) == "ok-no-mail"
+    assert "at most 31 bytes of SMTP, 6 of them after its first command" in s.verdict.summary
+    assert "Inferred from the record sizes" in s.verdict.summary
+
+
+def test_encrypted_message_sized_dialogue_stays_ok() -> None:
+    """swaks' records in the starttls-ok sample: MAIL 49, RCPT 45, DATA 23, body 276, QUIT 23."""
+    b = upto_starttls().tls13_handshake().app_data("S", length=250).app_data("C", length=42)
+    for c_len, s_len in ((49, 31), (45, 31), (23, 54), (276, 54), (23, 32)):
+        b = b.app_data("S", length=168) if c_len == 49 else b
+        b = b.app_data("C", length=c_len).app_data("S", length=s_len)
+    s = b.fin("C").fin("S").build()
+    assert verdict(s) == "ok"
+    assert "cannot show whether a message was accepted" in s.verdict.summary

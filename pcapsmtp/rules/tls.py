@@ -600,6 +600,40 @@ def _decrypted(session: Session) -> bool:
     return any(e.fields.get("decrypted") for e in session.of_kind("smtp-reply", "smtp-command"))
 
 
+#: The fewest bytes of SMTP that carry a message after the EHLO: ``MAIL FROM:<>``,
+#: ``RCPT TO:<a>``, ``DATA`` with their CRLFs and an empty body's ``.`` line (36); BDAT's
+#: ``BDAT 0 LAST`` is longer than DATA and the dot.
+MIN_MESSAGE_BYTES = len("MAIL FROM:<>\r\nRCPT TO:<a>\r\nDATA\r\n.\r\n")
+#: The least a TLS record adds to what it carries: TLS 1.3 an AEAD tag and the content
+#: type byte; TLS 1.2 an AEAD tag (ChaCha20-Poly1305; GCM adds 8 more, CBC far more).
+#: The least, so the estimate of what a record holds is an upper bound.
+_RECORD_OVERHEAD = {0x0304: 17}
+_RECORD_OVERHEAD_DEFAULT = 16
+
+
+def _room(session: Session, records: list[Event]) -> int:
+    """At most how many bytes of plaintext ``records`` carry."""
+    overhead = _RECORD_OVERHEAD.get(negotiated_version(session) or 0, _RECORD_OVERHEAD_DEFAULT)
+    return sum(max(0, int(f(e, "length", default=0)) - overhead) for e in records)
+
+
+def _room_after_first_turn(session: Session, c_recs: list[Event], s_recs: list[Event]) -> int:
+    """At most how many bytes of SMTP the client sent after its first turn (the EHLO).
+
+    A turn is what the client sends before the server answers; the EHLO must wait for its
+    reply (RFC 2920), so whatever message follows travels in later turns.  A client that
+    skips the EHLO after STARTTLS and puts MAIL, RCPT and DATA first still needs a later
+    turn for the body and its headers, which alone are longer than the bound.
+    """
+    first_c = c_recs[0]
+    answered = next((r for r in s_recs if (r.time, r.frame) > (first_c.time, first_c.frame)),
+                    None)
+    if answered is None:
+        return 0
+    later = [e for e in c_recs if (e.time, e.frame) > (answered.time, answered.frame)]
+    return _room(session, later)
+
+
 @rule
 @needs("tls-encrypted-handshake")
 def encrypted_ok(session: Session) -> Finding | None:
@@ -634,13 +668,35 @@ def encrypted_ok(session: Session) -> Finding | None:
     c = cl[0]
     c_bytes = sum(int(f(e, "length", default=0)) for e in c_recs)
     s_bytes = sum(int(f(e, "length", default=0)) for e in s_recs)
+    room = _room_after_first_turn(session, c_recs, s_recs)
+    total = _room(session, c_recs)
+    if room < MIN_MESSAGE_BYTES:
+        return Finding(
+            code="ok-no-mail",
+            summary=f"{version_text(session)} handshake completed ({where(session, done)}) and "
+            f"the dialogue continued encrypted (client {len(c_recs)} records, {c_bytes} bytes; "
+            f"server {len(s_recs)} records, {s_bytes} bytes); the {who(c.direction)} closed "
+            f"({'FIN' if c.kind == 'tcp-fin' else 'RST'}, {where(session, c)}). Inferred from "
+            f"the record sizes: the client's records hold at most {total} bytes of SMTP, "
+            f"{room} of them after its first command (normally EHLO, which waits for its "
+            f"reply); MAIL, RCPT, DATA and a message take at least {MIN_MESSAGE_BYTES}: "
+            "no message was sent.",
+            evidence=[ev(done, "handshake complete"), ev(c_recs[0], "client's first record"),
+                      ev(c_recs[-1], "client's last record"), ev(c)],
+            cannot_prove="what the encrypted commands were: only that they were too short to "
+            "carry a message",
+            next_step="if a message was expected, check the client's log for this connection",
+            verdict=True,
+            severity="info",
+        )
     return Finding(
         code="ok",
         summary=f"{version_text(session)} handshake completed ({where(session, done)}) and the "
         f"dialogue continued encrypted: client {len(c_recs)} records ({c_bytes} bytes), "
         f"server {len(s_recs)} records ({s_bytes} bytes); the {who(c.direction)} closed "
         f"({'FIN' if c.kind == 'tcp-fin' else 'RST'}, {where(session, c)}). The SMTP "
-        "dialogue was encrypted: this capture cannot show whether a message was accepted.",
+        f"dialogue was encrypted: after its first command the client sent up to {room} bytes, "
+        "room for a message, but this capture cannot show whether a message was accepted.",
         evidence=[ev(done, "handshake complete"), ev(c_recs[0], "client's first record"),
                   ev(s_recs[-1], "server's last record"), ev(c)],
         cannot_prove="whether any message was accepted or refused inside TLS",
