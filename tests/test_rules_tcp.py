@@ -403,3 +403,32 @@ def test_rst_mid_handshake_is_not_called_teardown() -> None:
          .alert("S", description=40).rst("S").build())
     assert verdict(s) != "ok"
     assert not any(n.code == "reset-after-close-notify" for n in s.notes)
+
+
+# -- the PIX split seen from the sending side (issue 16) -----------------------------------
+
+def _pipelined_split(reply: tuple[int, str]) -> Session:
+    return (SessionBuilder().handshake().banner().ehlo()
+            .cmd("MAIL FROM:<a@example.org>").cmd("RCPT TO:<b@example.net>")
+            .reply(250, "2.1.0 Ok").reply(250, "2.1.5 Ok")
+            .cmd("RCPT TO:<c@example.net>", split=2).reply(*reply)
+            .quit().fin("S").build())
+
+
+def test_split_well_formed_command_answered_not_recognized_is_a_middlebox() -> None:
+    s = _pipelined_split((500, "5.5.2 Error: command not recognized"))
+    assert verdict(s) == "middlebox-rewrite"
+    assert "crossed a TCP segment boundary (bytes 0-1 in frame" in s.verdict.summary
+    assert "server side" in s.verdict.next_step and "compare" in s.verdict.cannot_prove
+
+
+def test_split_command_answered_normally_is_no_middlebox() -> None:
+    s = _pipelined_split((250, "2.1.5 Ok"))
+    assert verdict(s) == "ok-no-mail"
+    assert not any(n.code == "middlebox-rewrite" for n in s.notes)
+
+
+def test_unsplit_command_not_recognized_is_only_a_rejection() -> None:
+    s = (SessionBuilder().handshake().banner().ehlo().cmd("RCPT TO:<c@example.net>")
+         .reply(500, "5.5.2 Error: command not recognized").quit().fin("S").build())
+    assert verdict(s) == "smtp-rejected"

@@ -14,13 +14,16 @@ import re
 
 from pcapsmtp.rules import Finding, needs, rule
 from pcapsmtp.rules._common import (
+    answers,
     commands,
     ev,
     f,
     greeting,
     replies,
     reply_class,
+    reply_code,
     reply_text,
+    verb,
     where,
 )
 from pcapsmtp.timeline import Event, Session
@@ -166,6 +169,66 @@ def masked_ehlo_keyword(session: Session) -> Finding | None:
             evidence=[ev(r, f"masked EHLO keyword {k}")],
             cannot_prove=CANNOT,
             next_step=NEXT,
+            verdict=True,
+            severity="error",
+        )
+    return None
+
+
+#: Commands every SMTP server knows: 'not recognized' to one of them, well formed, means the
+#: server did not read what the client sent.
+_CORE_VERBS = {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT"}
+_UNRECOGNIZED = re.compile(r"not recogni[sz]ed|unrecogni[sz]ed|unknown command", re.I)
+_WELL_FORMED = re.compile(r"^(MAIL FROM:|RCPT TO:)\s*<[^<>]*>|^(HELO|EHLO) \S+$|"
+                          r"^(DATA|RSET|NOOP|QUIT)$", re.I)
+
+
+def _refusal_of(session: Session, c: Event) -> Event | None:
+    """The 500/502 'command not recognized' that answered command ``c``, if one did."""
+    want = verb(c)
+    for r in replies(session):
+        if (r.time, r.frame) < (c.time, c.frame) or answers(r) != want:
+            continue
+        if reply_code(r) in (500, 502) and _UNRECOGNIZED.search(reply_text(r)):
+            return r
+        return None  # the first reply to this verb after it was something else
+    return None
+
+
+@rule
+@needs("smtp-command")
+def split_command_refused(session: Session) -> Finding | None:
+    """A well-formed command that crossed a segment boundary, answered 'not recognized'.
+
+    Seen from the sender's side of a PIX-style inspector (issue 16): the client's bytes are
+    intact here, the inspector rewrote the command it could not read whole, and the server
+    answered the rewrite.  The client's own capture cannot show the rewrite, so the finding
+    says what it rests on and which capture proves it.
+    """
+    for c in commands(session):
+        segs = f(c, "segments", default=None) or []
+        if c.tls or len(segs) < 2 or verb(c) not in _CORE_VERBS or not f(c, "known"):
+            continue
+        if not _WELL_FORMED.match(c.text):
+            continue
+        r = _refusal_of(session, c)
+        if r is None:
+            continue
+        fa, (fb, off) = segs[0][0], segs[1][:2]
+        return Finding(
+            code="middlebox-rewrite",
+            summary=f"The client's `{c.text}` was well formed and crossed a TCP segment "
+            f"boundary (bytes 0-{int(off) - 1} in frame {fa}, the rest from frame {fb}); the "
+            f"server answered `{r.text}` ({where(session, r)}), as if it read something else. "
+            "That is the signature of an SMTP-inspecting middlebox (Cisco PIX/ASA `fixup "
+            "smtp`) that judges each segment alone and masks a command split across two: "
+            "a server knows this command.",
+            evidence=[ev(c, f"command split across frames {fa} and {fb}: {c.text}"),
+                      ev(r, f"server answered: {r.text}")],
+            cannot_prove="the rewrite itself: the client's bytes are intact at this capture "
+            "point; a capture at the server (the command arriving X-masked) or `pcapsmtp "
+            "compare` of both proves it",
+            next_step="capture on the server side and compare with `pcapsmtp compare`; " + NEXT,
             verdict=True,
             severity="error",
         )
