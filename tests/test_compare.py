@@ -158,7 +158,7 @@ def test_cli_text_and_json() -> None:
     doc = json.loads(run(*args, "--format", "json").stdout)
     assert doc["schema"] == "pcapsmtp-compare/1"
     assert doc["matched"][0]["verdict"]["code"] == "path-lost"
-    assert doc["matched"][0]["client_side"]["verdict"] == "tls-server-silent-after-handshake"
+    assert doc["matched"][0]["client_side"]["verdict"] == "tls-client-silent-after-handshake"
     assert doc["matched"][0]["server_side"]["verdict"] == "tls-client-silent-after-handshake"
 
 

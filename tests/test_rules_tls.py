@@ -102,8 +102,9 @@ def test_bytes_missing_only_from_the_capture_void_the_silence() -> None:
     assert verdict(s) == "capture-incomplete"
 
 
-def test_unacknowledged_record_at_the_client_is_server_silence() -> None:
-    """tls-server-silent.client.pcap: the record is retransmitted past the server's 421."""
+def test_unacknowledged_record_at_the_client_is_not_server_silence() -> None:
+    """tls-server-silent.client.pcap: the record is retransmitted past the server's 421.
+    The server acted as toward a silent client; nothing here shows the server silent."""
     b = upto_starttls().tls12_handshake().app_data("C", length=49)
     rec = b.last.frame
     for _ in range(3):
@@ -113,11 +114,12 @@ def test_unacknowledged_record_at_the_client_is_server_silence() -> None:
     b.fin("S").wait(1.5).retrans("C", offset=313, length=54, original_frame=rec)
     last_rt = b.last.frame
     s = b.build(open_at_end=True)
-    assert verdict(s) == "tls-server-silent-after-handshake"
+    assert verdict(s) == "tls-client-silent-after-handshake"
     summary = s.verdict.summary
     assert f"the client sent its first record (frame {rec}," in summary
     assert "retransmitted it 4 time(s)" in summary
     assert "not an answer" in summary
+    assert "this capture cannot show the server was" in summary
     assert {rec, answer, last_rt} <= set(frames(s))
     assert "server side" in s.verdict.next_step
 

@@ -503,7 +503,13 @@ def silent_after_handshake(session: Session) -> Finding | None:
     closing, c = _close_text(session, anchor)
     if c is None:
         return None  # nobody gave up within the capture: capture-incomplete speaks
-    code = ("tls-client-silent-after-handshake" if silent == "C"
+    # The first speaker's record went unacknowledged (retransmitted after the peer's later
+    # records) and the peer's only later records are its giving up: seen from the first
+    # speaker's side, the peer behaved as toward a silent client, and nothing here proves
+    # the peer silent (issue 16). The verdict is the one the peer's side sees, said so.
+    unacked = bool(rts and late_records)
+    verdict_silent = first_speaker if unacked else silent
+    code = ("tls-client-silent-after-handshake" if verdict_silent == "C"
             else "tls-server-silent-after-handshake")
     speaker = who(other_of(silent))
     inferred = bool(f(done, "inferred", default=False))
@@ -565,6 +571,18 @@ def silent_after_handshake(session: Session) -> Finding | None:
                      "answer")
             evidence.append(ev(r, f"{who(silent)} record that does not acknowledge the "
                                   f"{speaker}'s record"))
+        if unacked:
+            body = (f"the {speaker} sent its first record ({where(session, anchor)}) and "
+                    f"retransmitted it {len(rts)} time(s) (last {where(session, rts[-1])}): "
+                    f"no acknowledgement came, so it most likely never reached the "
+                    f"{who(silent)}. The {who(silent)} then acted as toward a silent "
+                    f"{speaker}: its only later record(s) ({len(late_records)}, from "
+                    f"{where(session, late_records[0])}) are its timeout, not an answer. Seen "
+                    f"from the {who(silent)}, the {speaker} was silent; this capture cannot "
+                    f"show the {who(silent)} was")
+            cannot = (f"whether the record reached the {who(silent)} (and only the "
+                      f"acknowledgements were lost) or was dropped on the way; a capture on "
+                      f"the {who(silent)} side tells")
     other_records = [e for e in _records_after(session, other_of(silent), (anchor.time,
                                                                            anchor.frame))
                      if e is not anchor]

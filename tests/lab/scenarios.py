@@ -819,7 +819,10 @@ SCENARIOS: list[Scenario] = [
         "Server side, one clue remains: the client's duplicate ACK carries seq 368 while the "
         "server only ever received up to 314, so 54 bytes (one record) left the client and "
         "never arrived; the verdict stays tls-client-silent-after-handshake (what the server "
-        "saw), and a good report notes the gap and asks for a client-side capture.",
+        "saw), and a good report notes the gap and asks for a client-side capture. Client "
+        "side the verdict is the same (the server acted as toward a silent client: its only "
+        "later record is its timeout), and the summary says the record went unacknowledged "
+        "and that this capture cannot show the server silent (issue 16).",
         "Python ssl client (TLS 1.2) through the lab router, where nftables drops "
         "client→server TCP segments whose payload starts with 0x17 (@ih,0,8 0x17). "
         "Captures on both sides: NAME.pcap (server) and NAME.client.pcap (client).",
@@ -828,7 +831,7 @@ SCENARIOS: list[Scenario] = [
                  closed_by="server", how="FIN", stage="tls-established",
                  tls_version="TLSv1.2", server_waited_s=5)],
         two_sided=True,
-        client_sessions=[session(C + "40140", SERVER25, "tls-server-silent-after-handshake",
+        client_sessions=[session(C + "40140", SERVER25, "tls-client-silent-after-handshake",
                                  closed_by="server", how="FIN", stage="tls-established",
                                  tls_version="TLSv1.2", client_record_acked=False)],
         log_expect=(r"timeout after STARTTLS|timeout after CONNECT",)),
