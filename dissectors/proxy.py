@@ -1,4 +1,5 @@
-"""The PROXY protocol header a load balancer sends before SMTP (HAProxy's v1 and v2).
+"""Proxy prefaces before SMTP: the PROXY protocol header a load balancer sends (HAProxy's
+v1 and v2), and the tunnel a client opens through a proxy (HTTP CONNECT, SOCKS4/4a/5).
 
 A Postfix behind HAProxy or nginx (``smtpd_upstream_proxy_protocol = haproxy``) gets,
 as the very first client bytes of every connection, a header naming the original
@@ -10,10 +11,21 @@ Sans-IO and stateless: the SMTP parser holds the client's first bytes, asks
 :func:`judge` whether they are (or may become) a header, and :func:`decode` turns one
 into an event.  Specification: https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt
 
+A client behind an HTTP or SOCKS proxy (a corporate egress, a test harness, malware
+using an open proxy) first asks the proxy for a tunnel to port 25, and the proxy answers
+before the server's greeting comes through: ``CONNECT mx.example:25 HTTP/1.1`` then
+``HTTP/1.1 200 Connection established``, or SOCKS's binary request and reply.  Captured
+between client and proxy, both are SMTP's first bytes.  The tunnel request is judged like
+the PROXY header; its reply, in the server's direction, by :func:`judge_reply` once the
+request was seen.  Specifications: RFC 9110 9.3.6 (CONNECT), RFC 1928 (SOCKS5), the
+SOCKS4 and 4A protocol notes.
+
 INTERFACE:
 
     n = judge(data)             # > 0: a header of n bytes; 0: not one; -1: need more bytes
-    ev = decode(data[:n], at)   # ProxyHeader (direction "C", stream offsets at .. at+n)
+    ev = decode(data[:n], at)   # ProxyHeader or TunnelRequest (direction "C")
+    n = judge_reply(protocol, data)        # the proxy's answer to a TunnelRequest
+    ev = decode_reply(protocol, data[:n], at)   # TunnelReply (direction "S")
 """
 
 from __future__ import annotations
@@ -57,9 +69,114 @@ class ProxyHeader:
                 f"{self.destination}")
 
 
+@dataclass(slots=True)
+class TunnelRequest:
+    """A client asking a proxy for a tunnel to the mail server (HTTP CONNECT, SOCKS)."""
+
+    kind: ClassVar[str] = "proxy-tunnel"
+    direction: str  # "C"
+    start: int
+    end: int
+    protocol: str  # "HTTP CONNECT", "SOCKS5", "SOCKS4"
+    target: str | None  # "mx.example:25", "198.51.100.25:25"
+
+    def summary(self) -> str:
+        return f"{self.protocol} tunnel request to {self.target or '(unreadable target)'}"
+
+
+@dataclass(slots=True)
+class TunnelReply:
+    """The proxy's answer to a :class:`TunnelRequest`: whether the tunnel is open."""
+
+    kind: ClassVar[str] = "proxy-tunnel-reply"
+    direction: str  # "S"
+    start: int
+    end: int
+    protocol: str
+    granted: bool
+    status: str  # "200 Connection established", "succeeded", "0x05 connection refused"
+
+    def summary(self) -> str:
+        return f"{self.protocol} proxy: {self.status}" + ("" if self.granted else " (refused)")
+
+
+HTTP_CONNECT = b"CONNECT "
+HTTP_MAX = 8192  # a request or reply head longer than this is not believed
+_HEAD_END = b"\r\n\r\n"
+
+
+def _http_head(data: bytes, prefix: bytes) -> int:
+    """Length of an HTTP head starting with ``prefix`` (through its blank line), 0 when
+    ``data`` is not one, -1 while it may still become one."""
+    if data[: len(prefix)] != prefix[: len(data[: len(prefix)])]:
+        return 0
+    end = data.find(_HEAD_END, 0, HTTP_MAX)
+    if end >= 0:
+        return end + 4
+    return -1 if len(data) < HTTP_MAX else 0
+
+
+def _socks5_request(data: bytes) -> int:
+    """The client's SOCKS5 greeting (05, n, n methods) and its CONNECT request."""
+    if len(data) < 2:
+        return -1
+    n = data[1]
+    if n == 0 or n > 16:
+        return 0
+    at = 2 + n
+    if len(data) < at + 5:
+        return -1
+    if data[at] != 5 or data[at + 1] != 1 or data[at + 2] != 0:
+        return 0
+    size = _socks5_address_size(data, at + 3)
+    if size <= 0:
+        return size
+    end = at + 3 + size + 2
+    return end if len(data) >= end else -1
+
+
+def _socks5_address_size(data: bytes, at: int) -> int:
+    atyp = data[at]
+    if atyp == 1:
+        return 5
+    if atyp == 4:
+        return 17
+    if atyp == 3:
+        return 2 + data[at + 1] if len(data) > at + 1 else -1
+    return 0
+
+
+def _socks4_request(data: bytes) -> int:
+    """04 01 port(2) ip(4) userid NUL [host NUL when ip is 0.0.0.x: SOCKS4a]."""
+    if len(data) < 2:
+        return -1
+    if data[1] != 1:
+        return 0
+    if len(data) < 9:
+        return -1
+    end = data.find(b"\0", 8, 8 + 256)
+    if end < 0:
+        return -1 if len(data) < 8 + 256 else 0
+    if data[4:7] == b"\0\0\0" and data[7] != 0:  # 4a: a host name follows
+        host_end = data.find(b"\0", end + 1, end + 1 + 256)
+        if host_end < 0:
+            return -1 if len(data) < end + 257 else 0
+        return host_end + 1
+    return end + 1
+
+
 def judge(data: bytes) -> int:
-    """Bytes of ``data``'s start that are a whole PROXY header; 0 when they are not one;
-    -1 when they are the beginning of one (or too few to tell)."""
+    """Bytes of ``data``'s start that are a whole PROXY header or tunnel request; 0 when
+    they are not one; -1 when they are the beginning of one (or too few to tell)."""
+    if not data:
+        return -1
+    first = data[0]
+    if first == 0x43:  # "C"
+        return _http_head(data, HTTP_CONNECT)
+    if first == 5:
+        return _socks5_request(data)
+    if first == 4:
+        return _socks4_request(data)
     if data[:6] == V1_PREFIX[: len(data[:6])]:
         if len(data) < len(V1_PREFIX):
             return -1
@@ -77,12 +194,85 @@ def judge(data: bytes) -> int:
     return 0
 
 
-def decode(header: bytes, at: int, direction: str = "C") -> ProxyHeader:
+def decode(header: bytes, at: int, direction: str = "C") -> ProxyHeader | TunnelRequest:
     """``header``: exactly the bytes :func:`judge` counted, at stream offset ``at``."""
     end = at + len(header)
+    if header.startswith(HTTP_CONNECT):
+        line = header.split(b"\r\n", 1)[0].decode("ascii", "replace").split(" ")
+        target = line[1][:300] if len(line) >= 2 else None
+        return TunnelRequest(direction, at, end, "HTTP CONNECT", target)
+    if header[0] == 5:
+        req = 2 + header[1]
+        return TunnelRequest(direction, at, end, "SOCKS5", _socks5_target(header, req + 3))
+    if header[0] == 4:
+        port = struct.unpack_from("!H", header, 2)[0]
+        if header[4:7] == b"\0\0\0" and header[7] != 0:
+            host = header[header.index(b"\0", 8) + 1:-1].decode("ascii", "replace")[:255]
+            return TunnelRequest(direction, at, end, "SOCKS4a", f"{host}:{port}")
+        return TunnelRequest(direction, at, end, "SOCKS4",
+                             _endpoint(str(ipaddress.IPv4Address(header[4:8])), port))
     if header.startswith(V1_PREFIX):
         return _v1(header, at, end, direction)
     return _v2(header, at, end, direction)
+
+
+def _socks5_target(data: bytes, at: int) -> str | None:
+    atyp = data[at]
+    if atyp == 1:
+        addr = str(ipaddress.IPv4Address(data[at + 1:at + 5]))
+        return _endpoint(addr, struct.unpack_from("!H", data, at + 5)[0])
+    if atyp == 4:
+        addr = str(ipaddress.IPv6Address(data[at + 1:at + 17]))
+        return _endpoint(addr, struct.unpack_from("!H", data, at + 17)[0])
+    n = data[at + 1]
+    host = data[at + 2:at + 2 + n].decode("ascii", "replace")
+    return f"{host}:{struct.unpack_from('!H', data, at + 2 + n)[0]}"
+
+
+_SOCKS5_REPLIES = {0: "succeeded", 1: "general failure", 2: "not allowed by ruleset",
+                   3: "network unreachable", 4: "host unreachable", 5: "connection refused",
+                   6: "TTL expired", 7: "command not supported", 8: "address type not supported"}
+_SOCKS4_REPLIES = {0x5A: "granted", 0x5B: "rejected or failed", 0x5C: "no identd",
+                   0x5D: "identd mismatch"}
+
+
+def judge_reply(protocol: str, data: bytes) -> int:
+    """Bytes of the server direction's start that are the proxy's answer to a tunnel
+    request of ``protocol``; 0 when they are not one; -1 while they may become one."""
+    if protocol == "HTTP CONNECT":
+        return _http_head(data, b"HTTP/1.")
+    if protocol == "SOCKS5":  # method choice (05 mm), then the reply (05 rr 00 atyp addr port)
+        if len(data) < 2:
+            return -1
+        if data[0] != 5 or len(data) >= 3 and data[2] != 5:
+            return 0
+        if len(data) < 7:
+            return -1
+        size = _socks5_address_size(data, 5)
+        if size <= 0:
+            return size
+        end = 5 + size + 2
+        return end if len(data) >= end else -1
+    if protocol.startswith("SOCKS4"):
+        if data[:1] not in (b"", b"\0"):
+            return 0
+        return 8 if len(data) >= 8 else -1
+    return 0
+
+
+def decode_reply(protocol: str, reply: bytes, at: int) -> TunnelReply:
+    """``reply``: exactly the bytes :func:`judge_reply` counted, at stream offset ``at``."""
+    end = at + len(reply)
+    if protocol == "HTTP CONNECT":
+        status = reply.split(b"\r\n", 1)[0].decode("ascii", "replace").partition(" ")[2]
+        return TunnelReply("S", at, end, protocol, status[:3] == "200", status[:120])
+    if protocol == "SOCKS5":
+        code = reply[3]
+        return TunnelReply("S", at, end, protocol, code == 0,
+                           _SOCKS5_REPLIES.get(code, f"reply 0x{code:02x}"))
+    code = reply[1]
+    return TunnelReply("S", at, end, protocol, code == 0x5A,
+                       _SOCKS4_REPLIES.get(code, f"reply 0x{code:02x}"))
 
 
 def _endpoint(addr: str, port: str | int) -> str | None:

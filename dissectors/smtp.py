@@ -109,7 +109,8 @@ class TlsStart:
     pending_at: int | None = None
 
 
-SmtpEvent = Command | Reply | MessageBody | Credentials | Unparsed | TlsStart | proxy.ProxyHeader
+SmtpEvent = (Command | Reply | MessageBody | Credentials | Unparsed | TlsStart | proxy.ProxyHeader
+             | proxy.TunnelRequest | proxy.TunnelReply)
 
 
 # ---------------------------------------------------------------------------
@@ -295,6 +296,10 @@ class SmtpParser:
         # The client's first bytes, held until dissectors.proxy judges whether they are a
         # PROXY protocol header (a load balancer in front of the server); None once judged.
         self._pre: bytes | None = None if after_starttls else b""
+        # The server direction's first bytes, held while they may be the proxy's answer to
+        # a tunnel request (HTTP CONNECT, SOCKS) the client sent: None unless one was.
+        self._spre: bytes | None = None
+        self._tunnel = ""
         self._pending: deque[str] = deque([] if after_starttls else ["CONNECT"],
                                           maxlen=MAX_PENDING)
         self._auth = False  # an AUTH exchange is open: client lines are credentials
@@ -375,6 +380,10 @@ class SmtpParser:
             else:
                 self._feed_client(data, offset, events)
         else:
+            if self._spre is not None:
+                data, offset = self._tunnel_reply(data, offset, events)
+                if not data:
+                    return events
             self._feed_server(data, offset, events)
         return events
 
@@ -386,6 +395,8 @@ class SmtpParser:
             return events
         if half is self._c:
             self._flush_preamble(events)
+        else:
+            self._flush_tunnel_reply(events)
         if half.next is None:
             half.next = offset
         end = offset + length
@@ -408,6 +419,7 @@ class SmtpParser:
             else:
                 self._close_client(events)
         else:
+            self._flush_tunnel_reply(events)
             self._close_server(events)
         return events
 
@@ -425,8 +437,31 @@ class SmtpParser:
             return b"", offset
         self._pre = None
         if n:
-            events.append(proxy.decode(data[:n], at))
+            header = proxy.decode(data[:n], at)
+            events.append(header)
+            if isinstance(header, proxy.TunnelRequest):
+                self._tunnel, self._spre = header.protocol, b""
         return data[n:], at + n
+
+    def _tunnel_reply(self, data: bytes, offset: int, events: list) -> tuple[bytes, int]:
+        """The server direction's first bytes after a tunnel request: the proxy's answer
+        comes out as its own event, the greeting after it goes on as SMTP."""
+        held = self._spre or b""
+        data, at = held + data, offset - len(held)
+        n = proxy.judge_reply(self._tunnel, data)
+        if n < 0:
+            self._spre = data
+            return b"", offset
+        self._spre = None
+        if n:
+            events.append(proxy.decode_reply(self._tunnel, data[:n], at))
+        return data[n:], at + n
+
+    def _flush_tunnel_reply(self, events: list) -> None:
+        """A gap or the close: held server bytes that never became a proxy's answer."""
+        held, self._spre = self._spre, None
+        if held:
+            self._feed_server(held, (self._s.next or 0) - len(held), events)
 
     def _flush_preamble(self, events: list) -> None:
         """A gap or the close: held bytes that never became a header are SMTP after all."""

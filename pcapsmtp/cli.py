@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gc
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -218,14 +220,28 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
         result = _run_engine(engine, keylog, capture, selection, on_finish, learn) \
             if engine or keylog \
             else run(capture, selection, progress=_progress(), render=on_finish, learn=learn)
+        searched = False
+        if not result.sessions and not any_port and _rereadable(capture):
+            # Nothing on the SMTP ports: look for SMTP by its greeting everywhere (a relay
+            # on 2525, a tunnel through a proxy's port), and say so in the report.
+            searched = True
+            wider = replace(selection, any_port=True, by_greeting_fallback=True)
+            again = _run_engine(engine, keylog, capture, wider, on_finish, learn) \
+                if engine or keylog \
+                else run(capture, wider, progress=_progress(), render=on_finish, learn=learn)
+            if again.sessions:
+                result = again
         if _progress():
             click.echo("\r\033[K", err=True, nl=False)
         if not result.sessions:
             where = "any port" if any_port else "ports " + ",".join(
                 str(p) for p in sorted(selection.ports))
+            if searched:
+                where += ", nor a 220 greeting on any other port"
             problem = f"; {result.capture.problem}" if result.capture.problem else ""
+            hint = "try --port PORT" if searched else "try --port or --any-port"
             _fail(f"no SMTP sessions in {capture} ({result.capture.packets:,} packets, {where}"
-                  f"{problem}); try --port or --any-port")
+                  f"{problem}); {hint}")
         shared, sharing = share(result, scope, redact=redacting,
                                 key=redact_key.encode() if redact_key else None,
                                 keep_domains=keep_domains, render=render)
@@ -258,6 +274,14 @@ def _render_on_add(fmt: str, brief: bool) -> Any:
         return json_report.ON_ADD
     from pcapsmtp.render import text
     return text.on_add(timelines=not brief)
+
+
+def _rereadable(capture: str) -> bool:
+    """A regular file can be read a second time; stdin or a FIFO cannot."""
+    try:
+        return capture != "-" and stat.S_ISREG(os.stat(capture).st_mode)
+    except OSError:
+        return False
 
 
 def _run_engine(engine: str | None, keylog: str | None, capture: str,

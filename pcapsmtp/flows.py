@@ -18,9 +18,10 @@ from pcapsmtp.packets import ACK, FIN, RST, SYN, Segment, TooBig
 DEFAULT_PORTS = frozenset({25, 465, 587})
 IMPLICIT_TLS_PORTS = frozenset({465})
 
-# With banner detection, how many segments of an unknown flow we keep while
-# waiting for its first payload; a flow that shows no ``220`` by then is ignored.
-PROBE_SEGMENTS = 8
+# With banner detection, how many segments of an unknown flow we keep while waiting for
+# its greeting; a flow that shows no ``220`` by then is ignored.  Enough for a SOCKS5 or
+# HTTP CONNECT tunnel's round trips (and their ACKs) before the 220.
+PROBE_SEGMENTS = 16
 
 Key = tuple[str, int, str, int]
 
@@ -34,6 +35,9 @@ class Selection:
     ports: frozenset[int] = DEFAULT_PORTS
     implicit_tls_ports: frozenset[int] = IMPLICIT_TLS_PORTS
     any_port: bool = False  # find SMTP on any port by its 220 banner
+    # Set when nothing was found on the SMTP ports and the sessions reported were then
+    # found by their greeting: the report says so, not only the options.
+    by_greeting_fallback: bool = False
 
 
 @dataclass
@@ -51,6 +55,11 @@ def flow_key(seg: Segment) -> Key:
 
 
 def _looks_like_banner(payload: bytes) -> bool:
+    """A 220 greeting, or a proxy's tunnel answer with the greeting behind it in the same
+    segment (``HTTP/1.1 200 ...\r\n\r\n220 mx ESMTP``)."""
+    if payload[:7] == b"HTTP/1.":
+        end = payload.find(b"\r\n\r\n", 0, 4096)
+        payload = payload[end + 4:] if end >= 0 else b""
     return len(payload) >= 4 and payload[:3] == b"220" and payload[3:4] in (b" ", b"-")
 
 

@@ -355,6 +355,10 @@ def names_in_event(event: Event) -> Iterator[Name]:
         yield from _challenges(f.get("lines") or [])
     elif kind == "tls-client-hello":
         yield from _host(f.get("sni"))
+    elif kind == "proxy-tunnel" and f.get("target"):
+        host = str(f["target"]).rpartition(":")[0].strip("[]")
+        if host and not any(ch == ":" for ch in host) and not host.replace(".", "").isdigit():
+            yield from _host(host)  # an address is scrubbed as one anyway
     elif kind == "tls-certificate":
         for cert in f.get("certificates") or []:
             yield from _certificate_names(cert)

@@ -42,9 +42,24 @@ def test_not_a_capture(tmp_path: Path) -> None:
 
 
 def test_capture_without_smtp(tmp_path: Path) -> None:
-    conv = simple_session(Conversation(sport=80))
+    conv = Conversation(sport=80)
+    conv.handshake()
+    conv.client_sends(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+    conv.server_sends(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    conv.close()
     assert_one_line_error(run("analyze", str(conv.write(tmp_path / "web.pcap"))),
-                          "no SMTP sessions", "--port")
+                          "no SMTP sessions", "nor a 220 greeting on any other port", "--port")
+
+
+def test_smtp_only_on_another_port_is_found_by_its_greeting(tmp_path: Path) -> None:
+    """Issue 16: a relay on port 80 (or 2525, 8025): found without --any-port, and said."""
+    path = simple_session(Conversation(sport=80)).write(tmp_path / "x.pcap")
+    proc = run("analyze", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "found by its 220 greeting on port(s) 80, as --any-port does" in " ".join(
+        proc.stdout.split())
+    doc = json.loads(run("analyze", "-f", "json", str(path)).stdout)
+    assert doc["capture"]["found_by_greeting"] and doc["sessions"][0]["verdict"]["code"] == "ok"
 
 
 def test_port_option_follows_other_ports(tmp_path: Path) -> None:

@@ -171,3 +171,85 @@ def test_patterns_across_sessions_count_the_original_clients(tmp_path: Path,
         assert "from 203.0.113.5 to" in storm.summary
     else:
         assert not storms
+
+
+# -- tunnels through an HTTP or SOCKS proxy (issue 16) -------------------------------------
+
+CONNECT = b"CONNECT mailhost:25 HTTP/1.1\r\nHost: mailhost:25\r\n\r\n"
+HTTP_200 = b"HTTP/1.1 200 Connection established\r\n\r\n"
+SOCKS5_REQ = b"\x05\x01\x00" + b"\x05\x01\x00\x03\x08mailhost\x00\x19"
+SOCKS5_OK = b"\x05\x00" + b"\x05\x00\x00\x01\xc6\x33\x64\x19\x00\x19"
+SOCKS4A_REQ = b"\x04\x01\x00\x19\x00\x00\x00\x01user\x00mailhost\x00"
+SOCKS4_OK = b"\x00\x5a\x00\x19\xc6\x33\x64\x19"
+
+
+@pytest.mark.parametrize("bytewise", [False, True])
+@pytest.mark.parametrize(("request_", "reply", "protocol"), [
+    (CONNECT, HTTP_200, "HTTP CONNECT"), (SOCKS5_REQ, SOCKS5_OK, "SOCKS5"),
+    (SOCKS4A_REQ, SOCKS4_OK, "SOCKS4a")])
+def test_tunnel_preface_then_smtp(request_: bytes, reply: bytes, protocol: str,
+                                  bytewise: bool) -> None:
+    ev = feed([("C", request_), ("S", reply + GREETING), ("C", b"EHLO c\r\nQUIT\r\n"),
+               ("S", b"250 mx\r\n221 bye\r\n")], bytewise=bytewise)
+    (req,) = [e for e in ev if isinstance(e, proxy.TunnelRequest)]
+    (rep,) = [e for e in ev if isinstance(e, proxy.TunnelReply)]
+    assert (req.protocol, req.target, req.start, req.end) == (
+        protocol, "mailhost:25", 0, len(request_))
+    assert rep.granted and (rep.start, rep.end) == (0, len(reply))
+    replies = [(r.code, r.start) for r in ev if isinstance(r, Reply)]
+    assert replies[0] == (220, len(reply))  # the greeting after the proxy's answer
+    assert [(c.verb, c.start) for c in ev if isinstance(c, Command)] == [
+        ("EHLO", len(request_)), ("QUIT", len(request_) + 8)]
+
+
+def test_refused_tunnel_is_said() -> None:
+    ev = feed([("C", CONNECT), ("S", b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")])
+    (rep,) = [e for e in ev if isinstance(e, proxy.TunnelReply)]
+    assert not rep.granted and rep.status == "403 Forbidden"
+
+
+def test_smtp_that_starts_like_a_tunnel_is_still_smtp() -> None:
+    """A greeting without any tunnel request is never read as a proxy's answer."""
+    ev = feed([("S", b"220 mx ESMTP\r\n"), ("C", b"EHLO c\r\n"), ("S", b"250 mx\r\n")])
+    assert not [e for e in ev if isinstance(e, proxy.TunnelReply | proxy.TunnelRequest)]
+
+
+def _through_connect_proxy(port: int) -> Conversation:
+    conv = Conversation(sport=port)
+    conv.handshake()
+    conv.client_sends(CONNECT)
+    conv.server_sends(HTTP_200)
+    conv.server_sends(GREETING)
+    conv.client_sends(b"EHLO client.example\r\n")
+    conv.server_sends(b"250 mx.example\r\n")
+    conv.client_sends(b"QUIT\r\n")
+    conv.server_sends(b"221 bye\r\n")
+    conv.close()
+    return conv
+
+
+def test_smtp_through_a_connect_proxy_on_8080_is_found_and_no_early_talker(
+        tmp_path: Path) -> None:
+    path = _through_connect_proxy(8080).write(tmp_path / "x.pcap")
+    res = CliRunner().invoke(main, ["analyze", "-f", "json", str(path)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    import json as _json
+    doc = _json.loads(res.output)
+    assert doc["capture"]["found_by_greeting"] is True
+    (s,) = doc["sessions"]
+    assert s["verdict"]["code"] == "ok-no-mail"
+    codes = {n["code"] for n in s["notes"]}
+    assert "through-proxy-tunnel" in codes and not codes & {"pipelining-violation",
+                                                            "pipelining-tolerated"}
+    text = CliRunner().invoke(main, ["analyze", str(path)], catch_exceptions=False).output
+    assert "found by its 220 greeting on port(s) 8080" in " ".join(text.split())
+    redacted = CliRunner().invoke(main, ["analyze", "--redact", str(path)],
+                                  catch_exceptions=False).output
+    assert "mailhost" not in redacted
+
+
+def test_stdin_without_smtp_on_the_ports_still_says_so(tmp_path: Path) -> None:
+    """stdin cannot be read twice: the error names --any-port instead."""
+    path = _through_connect_proxy(8080).write(tmp_path / "x.pcap")
+    res = CliRunner().invoke(main, ["analyze", "-"], input=path.read_bytes())
+    assert res.exit_code == 1 and "--any-port" in res.output

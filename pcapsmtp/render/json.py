@@ -86,6 +86,7 @@ def to_dict(result: Analysis, sessions: bool = True) -> dict[str, Any]:
             "linktypes": [linktype_name(t) for t in info.linktypes],
             "snaplen": info.snaplen, "problem": info.problem,
             "tls_keys_embedded": info.tls_keys,
+            "found_by_greeting": result.selection.by_greeting_fallback,
         },
         "decode": _decode(result),
         "summary": {

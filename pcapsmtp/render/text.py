@@ -16,6 +16,7 @@ from tabulate import tabulate
 
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
+from pcapsmtp.flows import DEFAULT_PORTS
 from pcapsmtp.render.common import (
     around_id,
     embedded_keys,
@@ -91,6 +92,20 @@ def header(result: Analysis) -> Iterator[str]:
     if info.problem:
         yield from _wrap(f"WARNING: {info.problem}; sessions below are what came before it.",
                          "", "  ")
+    found = greeting_fallback(result)
+    if found:
+        yield from _wrap(found, "", "  ")
+
+
+def greeting_fallback(result: Analysis) -> str:
+    """The header's word when SMTP was found only by its greeting, off the SMTP ports."""
+    if not result.selection.by_greeting_fallback:
+        return ""
+    light = plain_stubs(result.sessions)  # ports only: the stubs suffice (and are kept)
+    ports = sorted({s.server[1] for s in (light if light is not None else result.sessions)})
+    return (f"ports: no SMTP on the SMTP ports ({', '.join(map(str, sorted(DEFAULT_PORTS)))}); "
+            f"found by its 220 greeting on port(s) {', '.join(map(str, ports))}, as "
+            "--any-port does")
 
 
 def _decode_notes(result: Analysis) -> str:

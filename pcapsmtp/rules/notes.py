@@ -263,6 +263,43 @@ def overlap_differs(session: Session) -> list[Finding]:
 
 
 @rule
+@needs("proxy-tunnel")
+def through_tunnel(session: Session) -> Finding | None:
+    """The client asked a proxy for a tunnel (HTTP CONNECT, SOCKS) before SMTP began.
+
+    Its request and the proxy's answer are a preface, not an early talker and not a reply:
+    this capture is of the client's leg to the proxy, and the server sees the proxy.
+    """
+    req = session.of_kind("proxy-tunnel")[0]
+    answers = session.of_kind("proxy-tunnel-reply")
+    protocol, target = f(req, "protocol"), f(req, "target") or "an unreadable target"
+    evidence = [ev(req)]
+    if answers and not f(answers[0], "granted"):
+        a = answers[0]
+        evidence.append(ev(a))
+        return Finding(
+            code="proxy-tunnel-refused",
+            summary=f"The client asked a {protocol} proxy for a tunnel to {target} "
+            f"({where(session, req)}); the proxy refused: `{f(a, 'status')}` "
+            f"({where(session, a)}). The mail server was never reached through it.",
+            evidence=evidence,
+            cannot_prove="why the proxy refused (its policy, or the server unreachable from it)",
+            next_step="check the proxy's log and its rules for port 25",
+            severity="error")
+    if answers:
+        evidence.append(ev(answers[0]))
+    return Finding(
+        code="through-proxy-tunnel",
+        summary=f"The client reached the server through a {protocol} proxy: it asked for a "
+        f"tunnel to {target} ({where(session, req)})"
+        + (f" and the proxy answered `{f(answers[0], 'status')}` ({where(session, answers[0])})"
+           if answers else "") + ". This capture is of the leg between client and proxy; the "
+        "server's log shows the proxy's address, not the client's.",
+        evidence=evidence,
+        severity="info")
+
+
+@rule
 @needs("proxy-header")
 def behind_proxy(session: Session) -> Finding | None:
     """A load balancer's PROXY protocol header: the real client is another host.
