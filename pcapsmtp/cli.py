@@ -103,6 +103,21 @@ def _progress() -> Callable[[int], None] | None:
     return show
 
 
+def _fail_on(ctx: click.Context, param: Any, value: str) -> str:
+    """--fail-on codes, checked while parsing: a typo (smtp-rejectd) would otherwise turn
+    a CI gate off silently.  One line and exit 2, as ``explain nonsense``."""
+    from pcapsmtp.rules import VERDICT_CODES
+
+    unknown = [c.strip() for c in value.split(",")
+               if c.strip() and c.strip() not in (*VERDICT_CODES, "any-failure")]
+    if unknown:
+        click.echo(f"pcapsmtp: error: --fail-on: unknown verdict code {unknown[0]!r} "
+                   "(`pcapsmtp explain` lists the codes; 'any-failure' for all but ok)",
+                   err=True)
+        ctx.exit(2)
+    return value
+
+
 def _session_ids(ctx: Any, param: Any, values: tuple[str, ...]) -> frozenset[int]:
     """--session 3,5 --session 7: checked while parsing, so a typo is a usage error."""
     ids: set[int] = set()
@@ -143,7 +158,7 @@ def _endpoints(ctx: Any, param: Any, values: tuple[str, ...]) -> tuple[str, ...]
 @click.option("--brief", is_flag=True, help="Verdicts only, no per-session timeline.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
               help="Write the report to this file instead of standard output.")
-@click.option("--fail-on", metavar="CODE[,CODE]", default="",
+@click.option("--fail-on", metavar="CODE[,CODE]", default="", callback=_fail_on,
               help="Exit with status 3 when any session gets one of these verdicts "
                    "('any-failure' for every verdict but ok and ok-no-mail).")
 @click.option("--redact", is_flag=True,
@@ -322,14 +337,14 @@ def _exit_status(result: Any, fail_on: str) -> int:
 @click.argument("code", required=False)
 def explain(code: str | None) -> None:
     """What a verdict CODE means, how it is detected, the log lines each side's MTA
-    writes for it, and what to do.  Without CODE: the list of codes."""
+    writes for it, and what to do.  Without CODE: every code with its one-line meaning."""
     from pcapsmtp import explain as texts
 
     if code is None or code not in texts.CODES:
         if code is not None:
             click.echo(f"pcapsmtp: unknown verdict code {code!r}; the codes are:", err=True)
         for c in texts.CODES:
-            click.echo(c)
+            click.echo(texts.meaning_line(c), err=code is not None)
         sys.exit(0 if code is None else 2)
     click.echo(texts.explain(code), nl=False)
 
