@@ -375,7 +375,7 @@ _FAILURE_REPLY = re.compile(r"[45]\d\d[ -]")
 def _server_plaintext(session: Session, n: Event) -> Finding | None:
     """The server answers TLS with plaintext: a port/TLS-mode mismatch, not a broken handshake
     -- unless, after STARTTLS, it is a 4xx/5xx reply: the server gave up the handshake and
-    said so in SMTP (Sendmail, GroupWise), which the DESIGN's real cases name."""
+    said so in SMTP (Sendmail, GroupWise), which the design notes' real cases name."""
     preview = str(f(n, "preview", default=""))
     if not session.implicit_tls and _FAILURE_REPLY.match(preview):
         return _handshake_failed_reply(session, n, preview)
