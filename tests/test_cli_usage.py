@@ -11,6 +11,9 @@ from pcapsmtp import live
 from pcapsmtp.cli import main
 from pcapsmtp.explain import CODES
 from pcapsmtp.flows import Selection
+from pcapsmtp.render import text
+from pcapsmtp.rules import Finding
+from pcapsmtp.timeline import Session
 from tests.test_live import TTY, FakeSource, frames
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -58,3 +61,35 @@ def test_explain_without_code_gives_each_meaning() -> None:
     for code, line in zip(CODES, lines, strict=True):
         assert line.split()[0] == code and len(line.split()) > 3 and len(line) <= 100
     assert "accepted" in lines[CODES.index("ok")]
+
+
+def _session(sid: int, code: str, client: str = "192.0.2.10") -> Session:
+    s = Session(id=sid, client=(client, 40000 + sid), server=("2001:db8:ffff::25", 25),
+                ip_version=6, first_time=1_700_000_000.0 + sid, last_time=1_700_000_012.5,
+                first_frame=1, last_frame=20)
+    s.verdict = Finding(code=code, summary="why", verdict=True)
+    return s
+
+
+def test_summary_table_keeps_its_columns_whatever_the_verdicts() -> None:
+    """A long verdict and IPv6 endpoints used to drop start UTC and pkts: the header is the
+    same for every report, and no line is wider than 100 columns."""
+    assert text.WIDTH == 100
+    short = text.session_table([_session(1, "ok", "192.0.2.1")])
+    long_ = text.session_table([_session(1, "tls-server-silent-after-handshake",
+                                         "2001:db8:aaaa:bbbb:cccc:dddd:eeee:1234")])
+    assert short[0].split() == long_[0].split() == [
+        "#", "client", "server", "start", "UTC", "secs", "pkts", "ended", "verdict"]
+    assert max(map(len, long_)) <= 100
+    # cells wrap onto a second line of the row, whole: nothing of the verdict is lost
+    assert long_[2].endswith("tls-server-silent-") and long_[3].endswith("after-handshake")
+
+
+def test_needing_attention_groups_sessions_by_verdict() -> None:
+    sessions = [_session(i, "tcp-no-answer") for i in [*range(3, 15), 20, 22]]
+    sessions += [_session(15, "smtp-rejected"), _session(16, "ok")]
+    out = list(text.summary(sorted(sessions, key=lambda s: s.id)))
+    at = out.index("needing attention:")
+    assert out[at + 1:at + 3] == ["  tcp-no-answer 14: #3-#14, #20, #22",
+                                  "  smtp-rejected 1: #15"]
+    assert text.id_ranges(list(range(1, 100, 2)), most=3) == "#1, #3, #5, and 47 more"
