@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from pcapsmtp import live
+from pcapsmtp.analyze import analyze
 from pcapsmtp.cli import main
 from pcapsmtp.explain import CODES
 from pcapsmtp.flows import Selection
@@ -93,3 +95,24 @@ def test_needing_attention_groups_sessions_by_verdict() -> None:
     assert out[at + 1:at + 3] == ["  tcp-no-answer 14: #3-#14, #20, #22",
                                   "  smtp-rejected 1: #15"]
     assert text.id_ranges(list(range(1, 100, 2)), most=3) == "#1, #3, #5, and 47 more"
+
+
+LOOKUP = re.compile(r"\blogs?\b")
+RELATIVE = re.compile(r"\+\d+(\.\d+)? ?s\b")
+UTC_TIME = re.compile(r"\b20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC\b")
+
+
+def test_advice_to_look_in_a_log_gives_the_utc_time() -> None:
+    """'check the client's log ... at +0.0 s' names a time no log has: every next step that
+    sends the reader to a log with a time gives it in UTC, as MTAs log, never relative."""
+    seen = 0
+    for pcap in sorted(SAMPLES.glob("*.pcap")):
+        for session in analyze(str(pcap)).sessions:
+            for finding in [session.verdict, *session.notes]:
+                step = getattr(finding, "next_step", None) or ""
+                if not LOOKUP.search(step):
+                    continue
+                assert not RELATIVE.search(step), (pcap.name, step)
+                assert "this time" not in step and "that time" not in step, (pcap.name, step)
+                seen += bool(UTC_TIME.search(step))
+    assert seen >= 3  # the samples reach several of these rules (tls, tcp, smtp)
