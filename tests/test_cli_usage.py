@@ -116,3 +116,20 @@ def test_advice_to_look_in_a_log_gives_the_utc_time() -> None:
                 assert "this time" not in step and "that time" not in step, (pcap.name, step)
                 seen += bool(UTC_TIME.search(step))
     assert seen >= 3  # the samples reach several of these rules (tls, tcp, smtp)
+
+
+def test_ja3_ja4_in_the_session_header_of_text_markdown_and_html() -> None:
+    """The fingerprints the JSON carries are where a reader compares clients."""
+    import json
+
+    pcap = str(SAMPLES / "starttls-ok.pcap")
+    run = CliRunner()
+    report = json.loads(run.invoke(main, ["analyze", pcap, "-f", "json"]).stdout)
+    hello = next(e for e in report["sessions"][0]["events"]
+                 if e.get("kind") == "tls-client-hello")
+    ja3, ja4 = hello["fields"]["ja3"], hello["fields"]["ja4"]
+    assert ja3 and ja4
+    for fmt in ("text", "markdown", "html"):
+        out = run.invoke(main, ["analyze", pcap, "--brief", "-f", fmt]).stdout
+        header = out[out.index("Session 1"):][:600]
+        assert ja3 in header and ja4 in header, fmt

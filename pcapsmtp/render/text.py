@@ -18,6 +18,7 @@ from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.render.common import (
     around_id,
+    client_fingerprints,
     embedded_keys,
     ending_text,
     linktype_name,
@@ -203,6 +204,9 @@ def session_block(session: Session, timeline: bool = True) -> Iterator[str]:
     title = (f"Session {session.id}   {endpoint(session.client)} → {endpoint(session.server)}"
              f"   {_code(session)}")
     yield title
+    prints = client_fingerprints(session)
+    if prints:
+        yield f"  client TLS: {prints}"
     verdict = session.verdict
     if verdict is not None:
         yield from _wrap(verdict.summary, "  ", "  ")
