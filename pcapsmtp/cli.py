@@ -212,6 +212,7 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     """
     from pcapsmtp.analyze import analyze as run
     from pcapsmtp.analyze import collector_paused
+    from pcapsmtp.progress import FileProgress
     from pcapsmtp.redact import names_in_session, share
 
     if jobs:
@@ -230,9 +231,15 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     # rest of the command: resumed after the analysis, its first collection would scan
     # every stub and rendered piece still alive for nothing (the process ends soon).
     with collector_paused():
-        result = _run_engine(engine, keylog, capture, selection, on_finish, learn) \
-            if engine or keylog \
-            else run(capture, selection, progress=_progress(), render=on_finish, learn=learn)
+        if engine or keylog:
+            result = _run_engine(engine, keylog, capture, selection, on_finish, learn)
+        elif FileProgress.usable(capture):
+            # a bar by bytes for a file on a terminal; the packet count otherwise (stdin)
+            with FileProgress(capture):
+                result = run(capture, selection, render=on_finish, learn=learn)
+        else:
+            result = run(capture, selection, progress=_progress(), render=on_finish,
+                         learn=learn)
         if _progress():
             click.echo("\r\033[K", err=True, nl=False)
         if not result.sessions:

@@ -133,3 +133,31 @@ def test_ja3_ja4_in_the_session_header_of_text_markdown_and_html() -> None:
         out = run.invoke(main, ["analyze", pcap, "--brief", "-f", fmt]).stdout
         header = out[out.index("Session 1"):][:600]
         assert ja3 in header and ja4 in header, fmt
+
+
+def test_progress_bar_on_a_terminal_nothing_elsewhere(tmp_path: Path) -> None:
+    """A file of known size read on a terminal: a bar with its percentage, then a line
+    saying the analysis after the reading runs.  Not on a file or a pipe."""
+    import time
+
+    from pcapsmtp.progress import POLL, FileProgress
+
+    capture = tmp_path / "x.pcap"
+    capture.write_bytes(bytes(4096))
+    assert not FileProgress.usable(str(capture), io.StringIO())
+    assert not FileProgress.usable("-", TTY())
+    assert FileProgress.usable(str(capture), TTY())
+    shown = TTY()
+    with FileProgress(str(capture), stream=shown), open(capture, "rb", buffering=0) as fh:
+        fh.read(2048)
+        deadline = time.monotonic() + 20 * POLL
+        while "50%" not in shown.text and time.monotonic() < deadline:
+            time.sleep(POLL / 2)
+        assert "50%" in shown.text and "B/s" in shown.text, shown.text
+        fh.read()
+        while "analysing" not in shown.text and time.monotonic() < deadline:
+            time.sleep(POLL / 2)
+    assert "file read; analysing the sessions" in shown.text
+    assert shown.text.endswith("\r\033[K")  # the line is cleared for the report
+    r = CliRunner().invoke(main, ["analyze", str(SAMPLES / "plain-ok.pcap"), "--brief"])
+    assert r.exit_code == 0 and r.stderr == ""
