@@ -105,6 +105,21 @@ def _progress() -> Callable[[int], None] | None:
     return show
 
 
+def _fail_on(ctx: click.Context, param: Any, value: str) -> str:
+    """--fail-on codes, checked while parsing: a typo (smtp-rejectd) would otherwise turn
+    a CI gate off silently.  One line and exit 2, as ``explain nonsense``."""
+    from pcapsmtp.rules import VERDICT_CODES
+
+    unknown = [c.strip() for c in value.split(",")
+               if c.strip() and c.strip() not in (*VERDICT_CODES, "any-failure")]
+    if unknown:
+        click.echo(f"pcapsmtp: error: --fail-on: unknown verdict code {unknown[0]!r} "
+                   "(`pcapsmtp explain` lists the codes; 'any-failure' for all but ok)",
+                   err=True)
+        ctx.exit(2)
+    return value
+
+
 def _session_ids(ctx: Any, param: Any, values: tuple[str, ...]) -> frozenset[int]:
     """--session 3,5 --session 7: checked while parsing, so a typo is a usage error."""
     ids: set[int] = set()
@@ -145,7 +160,7 @@ def _endpoints(ctx: Any, param: Any, values: tuple[str, ...]) -> tuple[str, ...]
 @click.option("--brief", is_flag=True, help="Verdicts only, no per-session timeline.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
               help="Write the report to this file instead of standard output.")
-@click.option("--fail-on", metavar="CODE[,CODE]", default="",
+@click.option("--fail-on", metavar="CODE[,CODE]", default="", callback=_fail_on,
               help="Exit with status 3 when any session gets one of these verdicts "
                    "('any-failure' for every verdict but ok and ok-no-mail).")
 @click.option("--redact", is_flag=True,
@@ -197,7 +212,6 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     and why it died, with frame numbers as evidence.  Exit status: 0 analysed, 1 the
     input could not be read, 2 usage error, 3 a --fail-on verdict was found.
     """
-    from pcapsmtp.analyze import analyze as run
     from pcapsmtp.analyze import collector_paused
     from pcapsmtp.redact import names_in_session, share
 
@@ -217,18 +231,14 @@ def analyze(capture: str, fmt: str, ports: tuple[str, ...], any_port: bool,
     # rest of the command: resumed after the analysis, its first collection would scan
     # every stub and rendered piece still alive for nothing (the process ends soon).
     with collector_paused():
-        result = _run_engine(engine, keylog, capture, selection, on_finish, learn) \
-            if engine or keylog \
-            else run(capture, selection, progress=_progress(), render=on_finish, learn=learn)
+        result = _analyse(engine, keylog, capture, selection, on_finish, learn)
         searched = False
         if not result.sessions and not any_port and _rereadable(capture):
             # Nothing on the SMTP ports: look for SMTP by its greeting everywhere (a relay
             # on 2525, a tunnel through a proxy's port), and say so in the report.
             searched = True
             wider = replace(selection, any_port=True, by_greeting_fallback=True)
-            again = _run_engine(engine, keylog, capture, wider, on_finish, learn) \
-                if engine or keylog \
-                else run(capture, wider, progress=_progress(), render=on_finish, learn=learn)
+            again = _analyse(engine, keylog, capture, wider, on_finish, learn)
             if again.sessions:
                 result = again
         if _progress():
@@ -274,6 +284,21 @@ def _render_on_add(fmt: str, brief: bool) -> Any:
         return json_report.ON_ADD
     from pcapsmtp.render import text
     return text.on_add(timelines=not brief)
+
+
+def _analyse(engine: str | None, keylog: str | None, capture: str, selection: Selection,
+             on_finish: Any, learn: Any) -> Any:
+    """One analysis of the capture, with the progress display that fits it."""
+    from pcapsmtp.analyze import analyze as run
+    from pcapsmtp.progress import FileProgress
+
+    if engine or keylog:
+        return _run_engine(engine, keylog, capture, selection, on_finish, learn)
+    if FileProgress.usable(capture):
+        # a bar by bytes for a file on a terminal; the packet count otherwise (stdin)
+        with FileProgress(capture):
+            return run(capture, selection, render=on_finish, learn=learn)
+    return run(capture, selection, progress=_progress(), render=on_finish, learn=learn)
 
 
 def _rereadable(capture: str) -> bool:
@@ -346,14 +371,14 @@ def _exit_status(result: Any, fail_on: str) -> int:
 @click.argument("code", required=False)
 def explain(code: str | None) -> None:
     """What a verdict CODE means, how it is detected, the log lines each side's MTA
-    writes for it, and what to do.  Without CODE: the list of codes."""
+    writes for it, and what to do.  Without CODE: every code with its one-line meaning."""
     from pcapsmtp import explain as texts
 
     if code is None or code not in texts.CODES:
         if code is not None:
             click.echo(f"pcapsmtp: unknown verdict code {code!r}; the codes are:", err=True)
         for c in texts.CODES:
-            click.echo(c)
+            click.echo(texts.meaning_line(c), err=code is not None)
         sys.exit(0 if code is None else 2)
     click.echo(texts.explain(code), nl=False)
 

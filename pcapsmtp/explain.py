@@ -7,6 +7,7 @@ admin who sees a verdict greps both sides' logs for these.  Text only, at most
 
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass
 
@@ -268,6 +269,15 @@ CODES: list[str] = list(VERDICT_CODES)
 def _wrap(text: str, indent: str = "  ") -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent,
                          break_on_hyphens=False)
+
+
+def meaning_line(code: str) -> str:
+    """'code  first sentence of its meaning', one line of at most WIDTH columns: the list
+    ``pcapsmtp explain`` prints, so a reader finds the code without knowing its name."""
+    pad = max(len(c) for c in CODES) + 2
+    first = re.split(r"[.:;] ", " ".join(EXPLANATIONS[code].meaning.split()))[0].rstrip(".")
+    line = f"{code:<{pad}}{first}"
+    return line if len(line) <= WIDTH else line[: WIDTH - 3] + "..."
 
 
 def explain(code: str) -> str:

@@ -493,9 +493,11 @@ def clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
-def session_line(session: Session, why: str = "") -> str:
-    """'HH:MM:SS  #3  client → server  1.2s  verdict  reason', at most WIDTH columns.
+def session_line(session: Session, why: str = "", width: int | None = WIDTH) -> str:
+    """'HH:MM:SS  #3  client → server  1.2s  verdict  reason', at most ``width`` columns.
 
+    ``width`` None: the whole line -- for a file or a pipe, where a cut line would lose the
+    reason for nothing (the cut is for a terminal only).
     ``why`` says a session was reported before it ended (idle, or live mode stopped)."""
     reason = " ".join(str(getattr(session.verdict, "summary", "") or "").split())
     if why:
@@ -503,7 +505,7 @@ def session_line(session: Session, why: str = "") -> str:
     dur = session.last_time - session.first_time
     line = (f"{clock(session.last_time)}  #{session.id}  {endpoint(session.client)} → "
             f"{endpoint(session.server)}  {dur:.1f}s  {_code(session)}  {reason}").rstrip()
-    return line if len(line) <= WIDTH else line[: WIDTH - 3] + "..."
+    return line if width is None or len(line) <= width else line[: width - 3] + "..."
 
 
 def status_line(packets: int, open_: int, counts: Counter[str], width: int = WIDTH) -> str:
@@ -547,6 +549,8 @@ class LiveRun:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.tty = bool(getattr(self.err, "isatty", lambda: False)())
+        # verdict lines are cut to the width only where stdout is a terminal
+        self.out_tty = bool(getattr(self.out, "isatty", lambda: False)())
         self.pipeline = Pipeline(opts.selection, on_session=self._on_session)
         self.tally = Tally(failed=deque(maxlen=max(1, opts.keep_failed)))
         self.writer = (RotatingWriter(opts.write, opts.write_bytes, opts.write_files)
@@ -563,7 +567,8 @@ class LiveRun:
         """Print, count, keep if failed (bounded), and drop from the pipeline."""
         self.pipeline.finished.clear()
         why = self._why if session.open_at_end else ""
-        self._print(session_line(session, why))
+        width = shutil.get_terminal_size((WIDTH, 24)).columns - 1 if self.out_tty else None
+        self._print(session_line(session, why, width))
         self.tally.counts[_code(session)] += 1
         if is_failure(session):
             if len(self.tally.failed) == self.tally.failed.maxlen:

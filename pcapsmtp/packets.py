@@ -9,7 +9,7 @@ INTERFACE:
     decoder.stats                 # DecodeStats: counters for what was skipped and why
 
 Hand-written with struct on purpose: scapy's full dissection runs at ~4k
-packets/s, far too slow for the hot path (see ../DESIGN.md).
+packets/s, far too slow for the hot path (measured; the design notes say so).
 
 Checksums are deliberately NOT verified: a host with checksum offload captures its
 own outgoing packets before the NIC fills the checksum in, and those packets are

@@ -98,3 +98,16 @@ def around_id(text: str, prefix: str, sid: int) -> tuple[str, str]:
     if not text.startswith(head):
         raise ValueError(f"session rendering does not begin with its id: {text[:40]!r}")
     return prefix, text[len(head):]
+
+
+def client_fingerprints(session: Session) -> str | None:
+    """'JA3 c12b… JA4 t13i…' of the client's first ClientHello, or None without one: shown
+    in each session's header, where a reader compares clients (the sessions that fail
+    against those that work often differ by their TLS library, which these name)."""
+    for e in session.events:
+        if e.kind == "tls-client-hello" and e.direction == "C" and e.fields:
+            ja3, ja4 = e.fields.get("ja3"), e.fields.get("ja4")
+            if ja3 or ja4:
+                return "  ".join(f"{name} {value}" for name, value in
+                                 (("JA3", ja3), ("JA4", ja4)) if value)
+    return None

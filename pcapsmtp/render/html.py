@@ -31,6 +31,7 @@ from typing import Any
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.render.common import (
+    client_fingerprints,
     embedded_keys,
     ending_text,
     linktype_name,
@@ -219,6 +220,9 @@ def session_section(session: Session, timelines: bool) -> Iterator[str]:
            f'data-verdict="{escape(code)}">')
     yield (f"<h2>Session {session.id}: {escape(endpoint(session.client))} → "
            f"{escape(endpoint(session.server))} — <code>{escape(code)}</code></h2>")
+    prints = client_fingerprints(session)
+    if prints:
+        yield f'<p class="fingerprints">client TLS: <code>{escape(prints)}</code></p>'
     yield from verdict_box(session)
     if timelines:
         yield '<figure class="ladder">'

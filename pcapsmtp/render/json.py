@@ -1,7 +1,7 @@
 """The JSON report: the stable contract for scripts (schema ``pcapsmtp/1``).
 
-Fields listed in DESIGN.md ("The JSON contract") are never renamed or removed
-without bumping the schema; anything else may be added.  docs/json-schema.md
+The fields docs/json.md marks stable (the JSON contract) are never renamed or
+removed without bumping the schema; anything else may be added.  docs/json.md
 describes every field.
 """
 

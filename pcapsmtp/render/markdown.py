@@ -16,6 +16,7 @@ from typing import Any
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.render.common import (
+    client_fingerprints,
     embedded_keys,
     ending_text,
     linktype_name,
@@ -109,6 +110,10 @@ def session_block(session: Session, timeline: bool = True) -> Iterator[str]:
     yield (f"## Session {session.id}: {code(endpoint(session.client))} → "
            f"{code(endpoint(session.server))} — `{_code(session)}`")
     yield ""
+    prints = client_fingerprints(session)
+    if prints:
+        yield f"client TLS: {code(prints)}"
+        yield ""
     verdict = session.verdict
     if verdict is not None:
         yield prose(verdict.summary)

@@ -19,6 +19,7 @@ from pcapsmtp.analyze import Analysis
 from pcapsmtp.flows import DEFAULT_PORTS
 from pcapsmtp.render.common import (
     around_id,
+    client_fingerprints,
     embedded_keys,
     ending_text,
     linktype_name,
@@ -120,8 +121,9 @@ def _decode_notes(result: Analysis) -> str:
     return "; ".join(parts)
 
 
-# Sessions named on the "needing attention" line; the rest are counted.
-ATTENTION_LIST = 30
+# Ranges of session numbers named per verdict on the "needing attention" lines; the rest
+# of that verdict's sessions are counted.
+ATTENTION_RANGES = 12
 
 
 def summary(sessions: Sequence[Session]) -> Iterator[str]:
@@ -130,19 +132,39 @@ def summary(sessions: Sequence[Session]) -> Iterator[str]:
         return
     yield from _wrap(f"sessions: {len(sessions)}  ({verdict_tally(sessions)})", "", "  ")
     # verdicts without loading every session from the spool
-    attention = [(sid, code) for sid, code in verdicts(sessions) if not code.startswith("ok")]
-    if attention:
-        more = len(attention) - ATTENTION_LIST
-        yield from _wrap("needing attention: " + ", ".join(
-            f"#{sid} {code}" for sid, code in attention[:ATTENTION_LIST])
-            + (f", and {more:,} more" if more > 0 else ""), "", "  ")
+    by_code: dict[str, list[int]] = {}
+    for sid, code in verdicts(sessions):
+        if not code.startswith("ok"):
+            by_code.setdefault(code, []).append(sid)
+    if by_code:
+        yield "needing attention:"
+        for code, ids in by_code.items():
+            yield from _wrap(f"{code} {len(ids)}: {id_ranges(ids)}", "  ", "    ")
     yield ""
     yield from session_table(sessions)
 
 
-# Columns of the summary table, least needed last: they are dropped from the end of this
-# list until the table fits the width (long verdicts and IPv6 addresses).
-_OPTIONAL = ["pkts", "start UTC", "ended"]
+def id_ranges(ids: Sequence[int], most: int = ATTENTION_RANGES) -> str:
+    """'#3-#14, #20, #22' for 3..14, 20, 22: thirty sessions of one verdict read as a few
+    runs (a server that stopped answering), not thirty numbers; beyond ``most`` runs,
+    the rest are counted."""
+    runs: list[list[int]] = []
+    for sid in sorted(ids):
+        if runs and sid == runs[-1][1] + 1:
+            runs[-1][1] = sid
+        else:
+            runs.append([sid, sid])
+    shown = [f"#{a}" if a == b else f"#{a}-#{b}" for a, b in runs[:most]]
+    rest = sum(b - a + 1 for a, b in runs[most:])
+    return ", ".join(shown) + (f", and {rest:,} more" if rest else "")
+
+
+# When the table is wider than WIDTH, cells are wrapped onto more lines of their row,
+# column by column in this order, each down to its width here: the columns themselves
+# never change between reports, so a script or a reader finds start UTC and pkts where
+# they always are, and no cell loses a character (a verdict code wraps at a hyphen).
+_SHRINK = (("verdict", 18), ("ended", 7), ("client", 22), ("server", 22),
+           ("client", 14), ("server", 14))
 
 
 def session_table(sessions: list[Session]) -> list[str]:
@@ -153,22 +175,29 @@ def session_table(sessions: list[Session]) -> list[str]:
         "ended": ending_text, "verdict": _code,
     }
     columns = list(cells)
-    # every cell once; the loop below only drops columns.  A spooled store's stubs hold
-    # every cell's input (store.stub); else each session is loaded once, by workers for
-    # a big capture
+    # every cell once.  A spooled store's stubs hold every cell's input (store.stub);
+    # else each session is loaded once, by workers for a big capture
     getters = list(cells.values())
     light = plain_stubs(sessions)
-    full = [[get(s) for get in getters] for s in light] if light is not None else \
+    rows = [[get(s) for get in getters] for s in light] if light is not None else \
         list(parallel_map(sessions, lambda s: [get(s) for get in getters]))
+    cells_of = [[str(c) for c in row] for row in rows]  # as they are, for each re-wrap
+    rows = [list(row) for row in cells_of]
+    stages = iter(_SHRINK)
     while True:
-        keep = [i for i, c in enumerate(cells) if c in columns]
-        rows = [[row[i] for i in keep] for row in full]
         lines = tabulate(rows, headers=columns, tablefmt="simple",
                          disable_numparse=True).splitlines()
-        dropped = [c for c in _OPTIONAL if c in columns]
-        if max(map(len, lines)) <= WIDTH or not dropped:
+        over = max(map(len, lines)) - WIDTH
+        stage = next(stages, None) if over > 0 else None
+        if stage is None:
             return [_clip(line) for line in lines]
-        columns.remove(dropped[0])
+        name, least = stage
+        i = columns.index(name)
+        widest = max(len(part) for r in rows for part in r[i].split("\n"))
+        keep = max(least, max(len(name), widest) - over)
+        for row, whole in zip(rows, cells_of, strict=True):
+            if len(whole[i]) > keep:
+                row[i] = "\n".join(textwrap.wrap(whole[i], keep, break_on_hyphens=True))
 
 
 def _block_lines(session: Session, timeline: bool) -> list[str]:
@@ -190,6 +219,9 @@ def session_block(session: Session, timeline: bool = True) -> Iterator[str]:
     title = (f"Session {session.id}   {endpoint(session.client)} → {endpoint(session.server)}"
              f"   {_code(session)}")
     yield title
+    prints = client_fingerprints(session)
+    if prints:
+        yield f"  client TLS: {prints}"
     verdict = session.verdict
     if verdict is not None:
         yield from _wrap(verdict.summary, "  ", "  ")

@@ -27,7 +27,7 @@ from typing import Any
 
 from pcapsmtp.timeline import Session
 
-#: The DESIGN verdict table, in the table's order.  The JSON contract: stable codes.
+#: The verdict table of the design notes, in its order.  The JSON contract: stable codes.
 VERDICT_CODES: tuple[str, ...] = (
     "ok",
     "ok-no-mail",
@@ -111,7 +111,7 @@ class Finding:
     ``summary`` states what the capture proves; ``cannot_prove`` what it cannot
     (so nobody over-reads it); ``next_step`` what to capture or check next.
     ``verdict`` marks a candidate for the session's one verdict (its ``code`` is
-    then a DESIGN verdict code); other findings are notes with their own codes.
+    then one of VERDICT_CODES); other findings are notes with their own codes.
     """
 
     code: str

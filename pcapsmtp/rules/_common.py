@@ -64,6 +64,18 @@ def rel(session: Session, t: float | None) -> float:
     return 0.0 if t is None else t - session.first_time
 
 
+def log_time(t: float | None) -> str:
+    """'2026-11-23 20:53:48 UTC': a time the user is told to look up in an MTA's log, as
+    logs write it (to the second, wall clock, UTC).  Offsets such as '+0.0 s' stay in
+    evidence and timelines, where they are compared by eye; a log has no such offset."""
+    import datetime
+
+    if t is None:
+        return "the session's time"
+    when = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def where(session: Session, e: Event) -> str:
     """'frame 15, +0.141 s' -- how a summary points at an event."""
     return f"frame {e.frame}, +{rel(session, e.time):.3f} s"

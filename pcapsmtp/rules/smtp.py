@@ -23,6 +23,7 @@ from pcapsmtp.rules._common import (
     first_close,
     fmt_s,
     gaps,
+    log_time,
     message_pairs,
     orderly_close,
     other,
@@ -139,7 +140,8 @@ def no_mail(session: Session) -> Finding | None:
             f"{close_phrase(session)}",
             evidence=[ev(sent, "message sent, no reply in the capture")],
             cannot_prove="whether the server accepted the message",
-            next_step="the server's mail log for this time and client says whether it was "
+            next_step=f"the server's mail log at {log_time(sent.time)} for this client says "
+            "whether it was "
             "queued; capture on the server with `tcpdump -s 0`",
             verdict=True,
             severity="warning",
@@ -225,7 +227,8 @@ def failure_reply(session: Session) -> Finding | None:
         evidence=evidence,
         cannot_prove="the server's reason beyond its reply text (policy, reputation, "
         "recipient lookup): only its log says",
-        next_step="grep the server's mail log for the client address at that time; "
+        next_step="grep the server's mail log for the client address at "
+        f"{log_time(bad.time)}; "
         f"`pcapsmtp explain {verdict_code}` lists the usual log lines",
         verdict=is_verdict,
         severity="error" if cls == 5 else "warning",

@@ -12,6 +12,7 @@ from pcapsmtp.rules._common import (
     f,
     first_close,
     fmt_s,
+    log_time,
     plaintext_after_tls,
     replies,
     replies_to,
@@ -53,7 +54,7 @@ def starttls_refused(session: Session) -> Finding | None:
         cannot_prove="why the server's TLS is unavailable (a missing key/certificate, a "
         "TLS library error, a per-client policy): the server's log says",
         next_step="check the server's log for TLS setup errors (Postfix: "
-        "`cannot load certificate`, `TLS library problem`) at this time",
+        f"`cannot load certificate`, `TLS library problem`) at {log_time(r.time)}",
         verdict=not delivered,
         severity="error" if not delivered else "warning",
     )

@@ -18,6 +18,7 @@ from pcapsmtp.rules._common import (
     fmt_s,
     gaps,
     greeting,
+    log_time,
     orderly_close,
     quit_answered,
     short,
@@ -140,7 +141,7 @@ def reset(session: Session) -> Finding | None:
         evidence=evidence,
         cannot_prove=f"why the {who(r.direction)} reset: a crash, a policy (too many "
         "connections, a blacklist), or a firewall/IPS injecting the RST on its behalf",
-        next_step=f"check the {who(r.direction)}'s log at this time; capture on the "
+        next_step=f"check the {who(r.direction)}'s log at {log_time(r.time)}; capture on the "
         f"{who(r.direction)} side too to see whether it really sent the RST",
         verdict=True,
         severity="error",

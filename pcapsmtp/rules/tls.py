@@ -17,8 +17,8 @@ from pcapsmtp.rules._common import (
     f,
     fmt_s,
     gaps,
+    log_time,
     offered_top_version,
-    rel,
     short,
     where,
     who,
@@ -238,7 +238,8 @@ def _alert_advice(a: Event, name: str | None, h: Event | None) -> tuple[str, str
                 f"knowing the risk, let the server accept {v} (Postfix: smtpd_tls_protocols)")
     return ("which exact setting caused it: the alert names the category, the "
             f"{who(a.direction)}'s TLS log names the reason",
-            f"check the {who(a.direction)}'s log for the TLS error at this time; compare "
+            f"check the {who(a.direction)}'s log for the TLS error at {log_time(a.time)}; "
+            "compare "
             "the offered versions/suites with the other side's TLS policy "
             "(`openssl s_client -starttls smtp -connect host:25`)")
 
@@ -360,7 +361,8 @@ def closed_during_handshake(session: Session) -> Finding | None:
         evidence=evidence,
         cannot_prove=f"why the {closer} gave up: without an alert only its TLS log says "
         "(a cipher/version mismatch, certificate check, or a middlebox cutting TLS)",
-        next_step=f"check the TLS error in the {closer}'s log at this time; test the "
+        next_step=f"check the TLS error in the {closer}'s log at {log_time(anchor.time)}; "
+        "test the "
         "handshake with `openssl s_client -starttls smtp -connect host:25` from the client",
         verdict=c is not None,
         severity="error",
@@ -375,7 +377,7 @@ _FAILURE_REPLY = re.compile(r"[45]\d\d[ -]")
 def _server_plaintext(session: Session, n: Event) -> Finding | None:
     """The server answers TLS with plaintext: a port/TLS-mode mismatch, not a broken handshake
     -- unless, after STARTTLS, it is a 4xx/5xx reply: the server gave up the handshake and
-    said so in SMTP (Sendmail, GroupWise), which the DESIGN's real cases name."""
+    said so in SMTP (Sendmail, GroupWise), which the design notes' real cases name."""
     preview = str(f(n, "preview", default=""))
     if not session.implicit_tls and _FAILURE_REPLY.match(preview):
         return _handshake_failed_reply(session, n, preview)
@@ -420,7 +422,8 @@ def _handshake_failed_reply(session: Session, n: Event, preview: str) -> Finding
         evidence=evidence,
         cannot_prove="why the server gave up: the ClientHello above is what it judged; its "
         "TLS log names the reason",
-        next_step="check the server's log at this time (Sendmail: 'STARTTLS=server, error: "
+        next_step=f"check the server's log at {log_time(n.time)} (Sendmail: "
+        "'STARTTLS=server, error: "
         "accept failed', with the OpenSSL reason); compare the offered versions/suites with "
         "its TLS settings",
         verdict=True,
@@ -522,7 +525,7 @@ def silent_after_handshake(session: Session) -> Finding | None:
               f"(a middlebox, an MTU problem) or never sent it")
     step = (f"capture on the {who(silent)} side too, and compare with `pcapsmtp compare`; "
             f"check the {who(silent)}'s log for a TLS or timeout error at "
-            f"+{rel(session, done.time):.1f} s")
+            f"{log_time(done.time)}")
     if anchor is done and lost:
         g = lost[0]
         n = sum(int(f(x, "length", default=0)) for x in lost)
