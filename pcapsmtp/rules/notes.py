@@ -270,7 +270,10 @@ def through_tunnel(session: Session) -> Finding | None:
     Its request and the proxy's answer are a preface, not an early talker and not a reply:
     this capture is of the client's leg to the proxy, and the server sees the proxy.
     """
-    req = session.of_kind("proxy-tunnel")[0]
+    requests = session.of_kind("proxy-tunnel")
+    if not requests:
+        return None
+    req = requests[0]
     answers = session.of_kind("proxy-tunnel-reply")
     protocol, target = f(req, "protocol"), f(req, "target") or "an unreadable target"
     evidence = [ev(req)]
