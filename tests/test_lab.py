@@ -9,7 +9,6 @@ the samples never drift from what real software does.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,27 +19,23 @@ from typing import Any
 
 import pytest
 
+from tests.lab.preflight import lab_gate
 from tests.lab.scenarios import SCENARIOS, Result
 
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
-LAB_TOOLS = ("postfix", "swaks", "tcpdump", "nft", "ip", "openssl", "saslpasswd2", "ss",
-             "haproxy")
 
 
 def lab_unavailable() -> str | None:
-    """Why the lab cannot run here, or None; never pass silently without it."""
-    if os.geteuid() != 0:
-        return "the lab needs root (network namespaces, tcpdump, nftables)"
-    missing = [tool for tool in LAB_TOOLS if shutil.which(tool) is None]
-    if missing:
-        return f"lab tools missing: {', '.join(missing)} (scripts/test installs them as root)"
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"`ip netns` does not work here: {probe.stderr.strip()}"
-    return None
+    """Skip without root; as root a missing tool or capability fails: never pass silently."""
+    gate = lab_gate()
+    if gate is None:
+        return None
+    if gate[0] == "fail":
+        pytest.fail(gate[1], pytrace=False)
+    return gate[1]
 
 
 @pytest.fixture(scope="module")
