@@ -9,6 +9,7 @@ the samples never drift from what real software does.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,10 @@ def lab_unavailable() -> str | None:
     return gate[1]
 
 
+# independent lab networks the scenarios are split over (tests/lab/make_samples.generate)
+LAB_JOBS = int(os.environ.get("PCAPSMTP_LAB_JOBS", "2"))
+
+
 @pytest.fixture(scope="module")
 def lab_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Result]]:
     """Regenerate all scenarios once per module, with the same code as make_samples."""
@@ -47,7 +52,7 @@ def lab_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, R
     from tests.lab.make_samples import generate
 
     base = tmp_path_factory.mktemp("lab")
-    results = generate(base / "out", base / "logs", [])
+    results = generate(base / "out", base / "logs", [], jobs=LAB_JOBS)
     return base / "out", {r.name: r for r in results}
 
 
