@@ -90,3 +90,15 @@ def test_without_root_the_lab_is_skipped_saying_why(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert preflight.lab_gate() == (
         "skip", "the lab needs root (network namespaces, tcpdump, nftables)")
+
+
+def test_netns_exec_that_cannot_mount_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               as_root: None) -> None:
+    """A chroot whose / is no mount point: `ip netns list` works, `ip netns exec` does not."""
+    fake_tools(tmp_path / "bin", GOOD_SWAKS)
+    (tmp_path / "bin" / "ip").write_text(
+        '#!/bin/sh\n[ "$2" = exec ] && { echo \'"mount --make-rslave /" failed\' >&2; exit 255; }'
+        "\nexit 0\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert preflight.problems() == [
+        '`ip netns exec` does not work here: "mount --make-rslave /" failed']

@@ -94,7 +94,22 @@ def problems() -> list[str]:
         rc, out = _run([_which("nft") or "nft", "list", "tables"])
         if rc != 0:
             found.append(f"nft does not work here: {out.strip()[:120]}")
+        found += netns_exec_problems()
     return found
+
+
+def netns_exec_problems() -> list[str]:
+    """`ip netns list` can work where `ip netns exec` cannot (a chroot whose / is no mount
+    point: "mount --make-rslave /" fails): make a namespace of our prefix and run in it."""
+    name = f"{os.environ.get('PCAPSMTP_LAB_NS', 'psl')}-preflight"
+    _run(["ip", "netns", "del", name])
+    rc, out = _run(["ip", "netns", "add", name])
+    if rc == 0:
+        rc, out = _run(["ip", "netns", "exec", name, "ip", "link", "set", "dev", "lo", "up"])
+        _run(["ip", "netns", "del", name])
+    if rc != 0:
+        return [f"`ip netns exec` does not work here: {' '.join(out.split())[:160]}"]
+    return []
 
 
 def lab_gate() -> tuple[str, str] | None:
