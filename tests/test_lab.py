@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.preflight import lab_gate
+from tests.lab.preflight import skip_reason
 from tests.lab.scenarios import SCENARIOS, Result
 
 pytestmark = pytest.mark.lab
@@ -31,12 +31,7 @@ SAMPLES = REPO / "samples"
 
 def lab_unavailable() -> str | None:
     """Skip without root; as root a missing tool or capability fails: never pass silently."""
-    gate = lab_gate()
-    if gate is None:
-        return None
-    if gate[0] == "fail":
-        pytest.fail(gate[1], pytrace=False)
-    return gate[1]
+    return skip_reason()
 
 
 # independent lab networks the scenarios are split over (tests/lab/make_samples.generate)

@@ -17,6 +17,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 # tool -> Debian package that brings it (what scripts/test installs by name)
 TOOLS = {
     "postfix": "postfix", "postconf": "postfix", "swaks": "swaks", "tcpdump": "tcpdump",
@@ -121,3 +123,14 @@ def lab_gate() -> tuple[str, str] | None:
         return "fail", ("lab preflight: " + "; ".join(found)
                         + " (scripts/test installs the lab's packages as root)")
     return None
+
+
+def skip_reason() -> str | None:
+    """For a lab test's set-up: why to skip (no root), or None; as root a missing piece
+    fails the test here, in one line, before anything is built."""
+    gate = lab_gate()
+    if gate is None:
+        return None
+    if gate[0] == "fail":
+        pytest.fail(gate[1], pytrace=False)
+    return gate[1]
