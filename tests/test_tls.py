@@ -157,7 +157,9 @@ def test_tls13_handshake_inferred(tls13, seed):
     assert s[6:] == ["tls-app-data"] * 3 + ["tls-alert"]
     ch = next(e for e in events if e.kind == "tls-client-hello")
     assert ch.versions[:2] == [0x0304, 0x0303] and ch.sni == "mx.example"
-    assert ch.summary().startswith("TLS ClientHello  TLS1.3,1.2  SNI mx.example  ")
+    # OpenSSL 3.0.22 (bookworm-security) also offers 1.1 and 1.0; 3.0.19 does not
+    assert ch.summary().startswith("TLS ClientHello  TLS1.3,1.2")
+    assert "  SNI mx.example  " in ch.summary()
     assert ch.key_share_groups and ch.key_share_groups[0] == 29
     sh = next(e for e in events if e.kind == "tls-server-hello")
     assert sh.version == 0x0304 and sh.legacy_version == 0x0303
