@@ -228,6 +228,37 @@ def mode_split_rcpt(sock: socket.socket, args: argparse.Namespace) -> None:
     drain_until_quit(sock)
 
 
+def mode_banner_silent(sock: socket.socket, args: argparse.Namespace) -> None:
+    """Read the banner, then send nothing at all: the server's idle timeout ends it."""
+    reply(sock)
+    drain(sock, args.wait)
+
+
+def mode_idle_after_message(sock: socket.socket, args: argparse.Namespace) -> None:
+    """One message accepted (250 after the body), then no QUIT: the server times out."""
+    open_data(sock, "user@lab.example")
+    send(sock, b"Subject: lab idle\r\n\r\nthe body\r\n.\r\n")
+    reply(sock)
+    drain(sock, args.wait)
+
+
+def mode_tls_quit_close_notify(sock: socket.socket, args: argparse.Namespace) -> None:
+    """STARTTLS (TLS 1.3 unless --tls12), EHLO, QUIT, and at once, without waiting for the
+    221, the client's close_notify (a non-blocking unwrap sends it and returns): it sits
+    unread in Postfix's socket when Postfix closes, so its kernel answers with RST."""
+    tls = starttls(sock, tls13=not args.tls12)
+    send(tls, EHLO)
+    log("<~", reply(tls))
+    send(tls, b"QUIT\r\n")
+    tls.setblocking(False)
+    try:
+        tls.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    print("== close_notify sent before the 221", flush=True)
+    time.sleep(args.wait)
+
+
 MODES: dict[str, Callable[[socket.socket, argparse.Namespace], None]] = {
     "tls-silent": mode_tls_silent,
     "tls-ehlo": mode_tls_ehlo,
@@ -241,6 +272,9 @@ MODES: dict[str, Callable[[socket.socket, argparse.Namespace], None]] = {
     "big-data": mode_big_data,
     "connect": mode_syn,
     "split-rcpt": mode_split_rcpt,
+    "banner-silent": mode_banner_silent,
+    "idle-after-message": mode_idle_after_message,
+    "tls-quit-close-notify": mode_tls_quit_close_notify,
 }
 
 
@@ -256,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=20000)
     ap.add_argument("--keylog", default=None, help="SSLKEYLOGFILE to write (tls-keylog)")
     ap.add_argument("--user-timeout", type=float, default=0, help="TCP_USER_TIMEOUT seconds")
+    ap.add_argument("--tls12", type=int, default=0, help="1: limit TLS to 1.2")
     args = ap.parse_args(argv)
     try:
         sock = connect(args.host, args.port, args.lport, args.connect_timeout,

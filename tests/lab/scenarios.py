@@ -237,6 +237,26 @@ def body_cert_expired(ctx: Ctx) -> str:
                timeout=20)
 
 
+def body_idle_before_command(ctx: Ctx) -> str:
+    """Python client: reads the banner, never sends a command, past smtpd_timeout."""
+    return py("banner-silent", lport=40500, wait=12)
+
+
+def body_idle_after_message(ctx: Ctx) -> str:
+    """Python client: one message accepted, then no QUIT, past smtpd_timeout."""
+    return py("idle-after-message", lport=40510, wait=12)
+
+
+def body_tls_close_notify_rst(ctx: Ctx) -> str:
+    """Python ssl client, TLS 1.3: EHLO, QUIT and its close_notify before the 221."""
+    return py("tls-quit-close-notify", lport=40520, wait=3)
+
+
+def body_tls12_close_notify_rst(ctx: Ctx) -> str:
+    """As tls-close-notify-rst, limited to TLS 1.2."""
+    return py("tls-quit-close-notify", lport=40530, wait=3, tls12=1)
+
+
 def _tls1_client(port: int) -> str:
     """openssl s_client allowed TLS 1.0 only (-tls1; SECLEVEL=0 so that its own OpenSSL 3
     lets it offer TLS 1.0 at all), as an old appliance or sender does."""
@@ -665,6 +685,11 @@ TLS_OK_REASON = (
     "application data both ways and an orderly close, not that a message was accepted "
     "(the lab's Postfix log shows it was). Truth says `ok`: nothing died; the tool should "
     "say that message acceptance is not visible.")
+
+CN_RST = ("the client sent QUIT and its close_notify together, without waiting for the 221; "
+          "Postfix answered 221, sent its own close_notify and closed with the client's "
+          "close_notify unread, so its kernel sent RST instead of FIN: teardown, not a reset "
+          "verdict")
 
 SCENARIOS: list[Scenario] = [
     Scenario(
@@ -1213,6 +1238,49 @@ SCENARIOS: list[Scenario] = [
         capture_expect=translated_on_two_interfaces,
         findings=[{"code": "nat-copy", "sessions": [1, 2]}],
         log_expect=(r"connect from unknown\[192\.0\.2\.10\]", r"status=sent")),
+    Scenario(
+        "idle-before-command",
+        "The client reads the 220 banner and never sends a command; Postfix gives up after "
+        "smtpd_timeout (5 s): 421 4.4.2 Error: timeout exceeded, then closes.",
+        "Python client reads the banner and stays silent; server-side capture.",
+        body_idle_before_command,
+        [session(C + "40500", SERVER25, "timeout", closed_by="server", how="FIN",
+                 stage="banner", silent="client", server_waited_s=5, reply="421",
+                 commands_sent=0)],
+        log_expect=(r"timeout after CONNECT",)),
+    Scenario(
+        "idle-after-message",
+        "One message accepted (250 after the body), then the client sends no QUIT; Postfix "
+        "gives up after smtpd_timeout (5 s) with 421 4.4.2 Error: timeout exceeded. The "
+        "message was delivered: the verdict is ok, with a note that the client went idle.",
+        "Python client: EHLO, MAIL, RCPT, DATA, body, then silence; server-side capture.",
+        body_idle_after_message,
+        [session(C + "40510", SERVER25, "ok", closed_by="server", how="FIN",
+                 stage="data-done", messages_accepted=1, silent="client",
+                 server_waited_s=5, reply="421", notes=["client-idle-timeout"])],
+        log_expect=(r"status=sent", r"timeout after END-OF-MESSAGE")),
+    Scenario(
+        "tls-close-notify-rst",
+        "STARTTLS, TLS 1.3, EHLO and QUIT inside TLS; the client sends its close_notify "
+        "right behind QUIT. Postfix answers 221, sends its close_notify and closes with "
+        "the client's alert unread: its kernel sends RST, no FIN. Ordinary teardown.",
+        "Python ssl client (OpenSSL), non-blocking unwrap right after QUIT; server-side "
+        "capture.",
+        body_tls_close_notify_rst,
+        [session(C + "40520", SERVER25, "ok-no-mail", closed_by="server", how="RST",
+                 stage="tls-established", tls_version="TLSv1.3", teardown=CN_RST,
+                 notes=["reset-after-close-notify"])],
+        log_expect=(r"TLS connection established.*TLSv1\.3", r"disconnect from .*quit=1")),
+    Scenario(
+        "tls12-close-notify-rst",
+        "As tls-close-notify-rst with TLS 1.2 (the alerts are visible as alert records).",
+        "Python ssl client limited to TLS 1.2, non-blocking unwrap right after QUIT; "
+        "server-side capture.",
+        body_tls12_close_notify_rst,
+        [session(C + "40530", SERVER25, "ok-no-mail", closed_by="server", how="RST",
+                 stage="tls-established", tls_version="TLSv1.2", teardown=CN_RST,
+                 notes=["reset-after-close-notify"])],
+        log_expect=(r"TLS connection established.*TLSv1\.2", r"disconnect from .*quit=1")),
 ]
 
 
