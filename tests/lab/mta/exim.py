@@ -74,6 +74,7 @@ class Exim(MailServer):
         "defer-4xx": r"temporarily rejected RCPT <grey@lab\.example>",
         "idle-before-mail": r"SMTP command timeout",
         "tls-silent": r"SMTP command timeout",
+        "idle-after-message": r"<= sender@example.org(.|\n)*SMTP command timeout",
         "rst-mid-data": r"(lost while reading message data|Connection reset)",
     }
 
