@@ -196,6 +196,14 @@ def mode_bare_lf_end(sock: socket.socket, args: argparse.Namespace) -> None:
     drain(sock, 2)
 
 
+def mode_idle_after_message(sock: socket.socket, args: argparse.Namespace) -> None:
+    """One message accepted, then no QUIT: silence until the server's idle timeout."""
+    open_data(sock, "user@lab.example")
+    send(sock, b"Subject: lab idle after message\r\n\r\nbody\r\n.\r\n")
+    reply(sock)
+    drain(sock, args.wait)
+
+
 def mode_big_data(sock: socket.socket, args: argparse.Namespace) -> None:
     """A body larger than the path MTU in one write (the PMTU black-hole trigger)."""
     open_data(sock, "user@lab.example")
@@ -270,6 +278,7 @@ MODES: dict[str, Callable[[socket.socket, argparse.Namespace], None]] = {
     "bare-lf-end": mode_bare_lf_end,
     "starttls-inject": mode_starttls_inject,
     "big-data": mode_big_data,
+    "idle-after-message": mode_idle_after_message,
     "connect": mode_syn,
     "split-rcpt": mode_split_rcpt,
     "banner-silent": mode_banner_silent,
