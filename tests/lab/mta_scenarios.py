@@ -73,7 +73,7 @@ FAMILIES: list[Family] = [
            {"closed_by": "server"}),
     Family("idle-after-message", "ok",
            lambda m: py("idle-after-message", lport=40895, wait=_idle_wait(m)), 40895,
-           {"closed_by": "server", "notes": ["timeout"]}),
+           {"closed_by": "server", "notes": ["client-idle-timeout"]}),
     Family("tls-silent", "tls-client-silent-after-handshake",
            lambda m: py("tls-silent", lport=40900, wait=_idle_wait(m)), 40900,
            {"closed_by": "server"}),

@@ -242,14 +242,6 @@ def mode_banner_silent(sock: socket.socket, args: argparse.Namespace) -> None:
     drain(sock, args.wait)
 
 
-def mode_idle_after_message(sock: socket.socket, args: argparse.Namespace) -> None:
-    """One message accepted (250 after the body), then no QUIT: the server times out."""
-    open_data(sock, "user@lab.example")
-    send(sock, b"Subject: lab idle\r\n\r\nthe body\r\n.\r\n")
-    reply(sock)
-    drain(sock, args.wait)
-
-
 def mode_tls_quit_close_notify(sock: socket.socket, args: argparse.Namespace) -> None:
     """STARTTLS (TLS 1.3 unless --tls12), EHLO, QUIT, and at once, without waiting for the
     221, the client's close_notify (a non-blocking unwrap sends it and returns): it sits
@@ -282,7 +274,6 @@ MODES: dict[str, Callable[[socket.socket, argparse.Namespace], None]] = {
     "connect": mode_syn,
     "split-rcpt": mode_split_rcpt,
     "banner-silent": mode_banner_silent,
-    "idle-after-message": mode_idle_after_message,
     "tls-quit-close-notify": mode_tls_quit_close_notify,
 }
 
