@@ -457,8 +457,12 @@ def lab_missing() -> str | None:
     probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
     if probe.returncode != 0:
         return "no network namespaces here"
-    # building the lab would tear down another run's namespaces
-    if f"{netns.PREFIX}-" in probe.stdout:
+    # building the lab would tear down another run's namespaces; ones with no process in
+    # them are a cut-short run's leftovers, which building the lab clears
+    ours = [line.split()[0] for line in probe.stdout.splitlines()
+            if line.strip() and line.split()[0] in netns.NAMESPACES]
+    if any(subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
+                          timeout=10).stdout.strip() for ns in ours):
         return "the lab's namespaces are in use by another run; run this test on its own"
     return None
 
