@@ -323,3 +323,11 @@ def test_encrypted_message_sized_dialogue_stays_ok() -> None:
     s = b.fin("C").fin("S").build()
     assert verdict(s) == "ok"
     assert "cannot show whether a message was accepted" in s.verdict.summary
+
+
+def test_plaintext_client_on_port_465_is_a_handshake_that_never_began() -> None:
+    """not-tls-on-465.pcap: an EHLO to a wrapper-mode port, the server's RST; not tcp-reset."""
+    b = SessionBuilder(server=("198.51.100.26", 465), implicit_tls=True).handshake()
+    s = b.not_tls("C", "EHLO client.example\\r\\n").rst("S").build()
+    assert verdict(s) == "tls-closed-during-handshake"
+    assert "are not TLS" in s.verdict.summary and "no handshake began" in s.verdict.summary

@@ -276,7 +276,7 @@ def _stage(session: Session) -> tuple[str, Event | None]:
 
 
 @rule
-@needs("smtp-unparsed", "tls-client-hello")
+@needs("smtp-unparsed", "tls-client-hello", "tls-not-tls")
 def closed_during_handshake(session: Session) -> Finding | None:
     """``tls-closed-during-handshake``: FIN/RST with no alert, at a named handshake stage.
 
@@ -305,6 +305,10 @@ def closed_during_handshake(session: Session) -> Finding | None:
             verdict=c is not None,
             severity="error",
         )
+    if session.implicit_tls and not session.of_kind("tls-client-hello"):
+        client_plain = [n for n in session.of_kind("tls-not-tls") if n.direction == "C"]
+        if client_plain:
+            return _client_plaintext(session, client_plain[0])
     if tls_began(session) is None or handshake_complete(session):
         return None
     if deciding_alert(session) is not None:
@@ -364,6 +368,33 @@ def closed_during_handshake(session: Session) -> Finding | None:
         next_step=f"check the TLS error in the {closer}'s log at {log_time(anchor.time)}; "
         "test the "
         "handshake with `openssl s_client -starttls smtp -connect host:25` from the client",
+        verdict=c is not None,
+        severity="error",
+    )
+
+
+def _client_plaintext(session: Session, n: Event) -> Finding | None:
+    """The client's first bytes on an implicit-TLS port (465) are not TLS: it speaks
+    plaintext SMTP, or another protocol, where the server waits for a ClientHello. Not a
+    capture problem and not a reset out of the blue: the server's TLS could not start."""
+    closing, c = _close_text(session, n)
+    preview = short(str(f(n, "preview", default="")))
+    evidence = [ev(n, f"client's first bytes are not TLS: {preview!r}")]
+    if c is not None:
+        evidence.append(ev(c))
+    alert = [a for a in session.of_kind("tls-alert") if a.direction == "S"]
+    said = (f"the server answered with {_alert_what(alert[0])} ({where(session, alert[0])}) "
+            "and" if alert else "no alert came;")
+    return Finding(
+        code="tls-closed-during-handshake",
+        summary=f"The client's first bytes on port {session.server[1]}, where TLS starts at "
+        f"once, are not TLS ({where(session, n)}): {preview!r}, so no handshake began; "
+        f"{said} {closing}.",
+        evidence=evidence,
+        cannot_prove="whether the client meant STARTTLS on another port or is not a mail "
+        "client at all",
+        next_step=f"configure the client for implicit TLS on port {session.server[1]} "
+        "(smtps/submissions), or for STARTTLS on port 25 or 587",
         verdict=c is not None,
         severity="error",
     )

@@ -259,6 +259,12 @@ def mode_tls_quit_close_notify(sock: socket.socket, args: argparse.Namespace) ->
     time.sleep(args.wait)
 
 
+def mode_plain_to_tls(sock: socket.socket, args: argparse.Namespace) -> None:
+    """A plaintext EHLO to a port that expects a TLS ClientHello first (465)."""
+    send(sock, EHLO)
+    drain(sock, args.wait)
+
+
 MODES: dict[str, Callable[[socket.socket, argparse.Namespace], None]] = {
     "tls-silent": mode_tls_silent,
     "tls-ehlo": mode_tls_ehlo,
@@ -275,6 +281,7 @@ MODES: dict[str, Callable[[socket.socket, argparse.Namespace], None]] = {
     "split-rcpt": mode_split_rcpt,
     "banner-silent": mode_banner_silent,
     "tls-quit-close-notify": mode_tls_quit_close_notify,
+    "plain-to-tls": mode_plain_to_tls,
 }
 
 

@@ -257,6 +257,11 @@ def body_tls12_close_notify_rst(ctx: Ctx) -> str:
     return py("tls-quit-close-notify", lport=40530, wait=3, tls12=1)
 
 
+def body_not_tls_on_465(ctx: Ctx) -> str:
+    """Python client: plaintext EHLO to 465 (wrapper mode), where a ClientHello belongs."""
+    return py("plain-to-tls", port=465, lport=40540, wait=8)
+
+
 def _tls1_client(port: int) -> str:
     """openssl s_client allowed TLS 1.0 only (-tls1; SECLEVEL=0 so that its own OpenSSL 3
     lets it offer TLS 1.0 at all), as an old appliance or sender does."""
@@ -1281,6 +1286,21 @@ SCENARIOS: list[Scenario] = [
                  stage="tls-established", tls_version="TLSv1.2", teardown=CN_RST,
                  notes=["reset-after-close-notify"])],
         log_expect=(r"TLS connection established.*TLSv1\.2", r"disconnect from .*quit=1")),
+    Scenario(
+        "not-tls-on-465",
+        "The client sends a plaintext EHLO to port 465, where Postfix (wrapper mode) "
+        "expects a TLS ClientHello first; OpenSSL rejects the bytes as not TLS.",
+        "Python client, plaintext EHLO to Postfix 465 (smtpd_tls_wrappermode=yes); "
+        "server-side capture.",
+        body_not_tls_on_465,
+        [session(C + "40540", f"{SRV4}:465", "tls-closed-during-handshake", closed_by="server",
+                 how="RST", stage="client-hello", alert="none",
+                 client_bytes="not TLS (a plaintext EHLO, 25 bytes)",
+                 teardown="OpenSSL read the first record header, found no TLS version "
+                          "(wrong version number in Postfix's log) and Postfix closed "
+                          "without an alert; the rest of the EHLO sat unread, so its "
+                          "kernel sent RST")],
+        log_expect=(r"SSL_accept error|wrong version number|http request",)),
 ]
 
 
