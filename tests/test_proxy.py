@@ -98,17 +98,22 @@ def test_held_bytes_that_never_become_a_header_are_smtp() -> None:
     assert [(c.verb, c.partial) for c in ev if isinstance(c, Command)] == [("PRO", True)]
 
 
-def _behind_haproxy(header: bytes) -> Conversation:
-    conv = Conversation(client="192.0.2.80", cport=40000)  # the proxy's own address
-    conv.handshake()
-    conv.client_sends(header)  # at once, before the greeting: that is the protocol
-    conv.server_sends(GREETING)
+def _ehlo_quit(conv: Conversation) -> Conversation:
+    """EHLO, QUIT and the close, after whatever preface a test put before them."""
     conv.client_sends(b"EHLO client.example\r\n")
     conv.server_sends(b"250 mx.example\r\n")
     conv.client_sends(b"QUIT\r\n")
     conv.server_sends(b"221 bye\r\n")
     conv.close()
     return conv
+
+
+def _behind_haproxy(header: bytes) -> Conversation:
+    conv = Conversation(client="192.0.2.80", cport=40000)  # the proxy's own address
+    conv.handshake()
+    conv.client_sends(header)  # at once, before the greeting: that is the protocol
+    conv.server_sends(GREETING)
+    return _ehlo_quit(conv)
 
 
 @pytest.mark.parametrize("header", [V1, v2()], ids=["v1", "v2"])
@@ -220,12 +225,7 @@ def _through_connect_proxy(port: int) -> Conversation:
     conv.client_sends(CONNECT)
     conv.server_sends(HTTP_200)
     conv.server_sends(GREETING)
-    conv.client_sends(b"EHLO client.example\r\n")
-    conv.server_sends(b"250 mx.example\r\n")
-    conv.client_sends(b"QUIT\r\n")
-    conv.server_sends(b"221 bye\r\n")
-    conv.close()
-    return conv
+    return _ehlo_quit(conv)
 
 
 def test_smtp_through_a_connect_proxy_on_8080_is_found_and_no_early_talker(

@@ -300,13 +300,17 @@ def session_has_mid_gap(session: Session, direction: str, t0: float, t1: float) 
     return any(t0 <= g.time <= t1 for g in gaps(session, direction))
 
 
+def flag_name(close: Event) -> str:
+    """'FIN' or 'RST' for a close event."""
+    return "FIN" if close.kind == "tcp-fin" else "RST"
+
+
 def close_phrase(session: Session) -> str:
     """'The client closed (FIN, frame 14, +0.500 s).' or '' when the capture ended first."""
     c = first_close(session)
     if c is None:
         return "The capture ended with the connection still open." if session.open_at_end else ""
-    kind = "FIN" if c.kind == "tcp-fin" else "RST"
-    return f"The {who(c.direction)} closed ({kind}, {where(session, c)})."
+    return f"The {who(c.direction)} closed ({flag_name(c)}, {where(session, c)})."
 
 
 @shared

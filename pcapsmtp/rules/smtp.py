@@ -21,6 +21,7 @@ from pcapsmtp.rules._common import (
     data_events,
     ev,
     first_close,
+    flag_name,
     fmt_s,
     gaps,
     log_time,
@@ -304,7 +305,7 @@ def silence_timeout(session: Session) -> Finding | None:
     evidence = [ev(last, f"last {who(closer)} words: {last.text}")]
     if announced is not None:
         evidence.append(ev(announced, f"timeout reply: {announced.text}"))
-    evidence.append(ev(c, f"{who(closer)} {'FIN' if c.kind == 'tcp-fin' else 'RST'}"))
+    evidence.append(ev(c, f"{who(closer)} {flag_name(c)}"))
     said = f", saying `{reply_code(announced)} {reply_text(announced)}`" if announced else ""
     accepted = accepted_messages(session)
     also = (f" {len(accepted)} message(s) had been accepted before." if accepted else "")
@@ -344,13 +345,13 @@ def _server_gave_up(session: Session, said: Event) -> Finding | None:
     mta = timeout_wording(said)
     whose = f", {mta}'s timeout reply" if mta else ", a timeout reply"
     c = first_close(session)
-    closed = (f"; the {who(c.direction)} then closed ({'FIN' if c.kind == 'tcp-fin' else 'RST'}, "
+    closed = (f"; the {who(c.direction)} then closed ({flag_name(c)}, "
               f"{where(session, c)})") if c is not None else (
         "; the capture ended with the connection still open")
     evidence = [ev(last, f"last words before the silence: {short(last.text, 80)}"),
                 ev(said, f"server's timeout reply: {said.text}")]
     if c is not None:
-        evidence.append(ev(c, f"{who(c.direction)} {'FIN' if c.kind == 'tcp-fin' else 'RST'}"))
+        evidence.append(ev(c, f"{who(c.direction)} {flag_name(c)}"))
     accepted = accepted_messages(session)
     summary = (f"The client went silent {_stage(last)} ({where(session, last)}); the server "
                f"waited {fmt_s(wait)} and gave up with `{short(said.text, 100)}` "

@@ -14,6 +14,7 @@ from pcapsmtp.rules._common import (
     data_events,
     ev,
     first_close,
+    flag_name,
     flags,
     fmt_s,
     gaps,
@@ -21,6 +22,7 @@ from pcapsmtp.rules._common import (
     log_time,
     orderly_close,
     quit_answered,
+    shared,
     short,
     where,
     who,
@@ -120,7 +122,7 @@ def reset(session: Session) -> Finding | None:
     first = first_close(session)
     assert first is not None
     r = rsts[0]
-    if first.kind == "tcp-rst" and _closed_tls_first(session, r) is not None:
+    if closed_tls_first(session) is not None:
         return None  # a TLS teardown detail: ``reset_after_close_notify`` notes it
     if first.kind == "tcp-fin":
         if orderly_close(session) or greeting(session) is not None or _tls_spoke(session):
@@ -148,18 +150,22 @@ def reset(session: Session) -> Finding | None:
     )
 
 
-def _closed_tls_first(session: Session, r: Event) -> Event | None:
-    """The close_notify (or other alert after the handshake) that preceded RST ``r``, when
-    the TLS dialogue had run both ways: the session was already over when the RST came.
+@shared
+def closed_tls_first(session: Session) -> Event | None:
+    """The close_notify (or other alert after the handshake) that preceded the RST which
+    closed the connection first, when the TLS dialogue had run both ways: the session was
+    already over when the RST came.  Asked by :func:`reset` and its note: answered once.
 
     The usual cause is ordinary: the side that sent close_notify closed its socket while
     bytes it had not read (the peer's own close_notify, or a last record) sat in its
     receive buffer, and the kernel answers that close with RST instead of FIN (RFC 1122
     4.2.2.13). OpenSSL-based servers do it to clients that send close_notify at once.
     """
-    if not _tls_spoke(session):
+    r = first_close(session)
+    if r is None or r.kind != "tcp-rst" or not _tls_spoke(session):
         return None
-    done_t = _handshake_done_at(session)
+    done = session.of_kind("tls-encrypted-handshake")
+    done_t = (done[-1].time, done[-1].frame) if done else None
     for a in session.of_kind("tls-alert"):
         if done_t is not None and (a.time, a.frame) <= done_t:
             continue
@@ -168,23 +174,14 @@ def _closed_tls_first(session: Session, r: Event) -> Event | None:
     return None
 
 
-def _handshake_done_at(session: Session) -> tuple[float, int] | None:
-    done = [e for e in session.of_kind("tls-encrypted-handshake")]
-    return (done[-1].time, done[-1].frame) if done else None
-
-
 @rule
 @needs("tcp-rst")
 def reset_after_close_notify(session: Session) -> Finding | None:
-    """A note for the RST that ends a finished TLS session (see :func:`_closed_tls_first`)."""
-    rsts = flags(session, "tcp-rst")
-    first = first_close(session)
-    if not rsts or first is None or first.kind != "tcp-rst":
-        return None
-    r = rsts[0]
-    a = _closed_tls_first(session, r)
+    """A note for the RST that ends a finished TLS session (see :func:`closed_tls_first`)."""
+    a = closed_tls_first(session)
     if a is None:
         return None
+    r = flags(session, "tcp-rst")[0]
     by = "its own" if a.direction == r.direction else f"the {who(a.direction)}'s"
     return Finding(
         code="reset-after-close-notify",
@@ -235,7 +232,7 @@ def _peer_gave_up(session: Session, peer: str, after: Event) -> str:
     c = next((x for x in closes(session) if x.direction == peer
               and (x.time, x.frame) > (after.time, after.frame)), None)
     if c is not None:
-        parts.append(f"closed ({'FIN' if c.kind == 'tcp-fin' else 'RST'}, {where(session, c)})")
+        parts.append(f"closed ({flag_name(c)}, {where(session, c)})")
     return f" The {who(peer)} {' and '.join(parts)}." if parts else ""
 
 

@@ -15,6 +15,7 @@ from pcapsmtp.rules._common import (
     closes,
     ev,
     f,
+    flag_name,
     fmt_s,
     gaps,
     log_time,
@@ -109,7 +110,7 @@ def _close_text(session: Session, after: Event) -> tuple[str, Event | None]:
     if not later:
         return ("the capture ended with the connection open", None)
     c = later[0]
-    kind = "FIN" if c.kind == "tcp-fin" else "RST"
+    kind = flag_name(c)
     return (f"the {who(c.direction)} closed {fmt_s(c.time - after.time)} later "
             f"({kind}, {where(session, c)})", c)
 
@@ -720,6 +721,7 @@ def encrypted_ok(session: Session) -> Finding | None:
     c = cl[0]
     c_bytes = sum(int(f(e, "length", default=0)) for e in c_recs)
     s_bytes = sum(int(f(e, "length", default=0)) for e in s_recs)
+    closed = f"the {who(c.direction)} closed ({flag_name(c)}, {where(session, c)})"
     room = _room_after_first_turn(session, c_recs, s_recs)
     total = _room(session, c_recs)
     if room < MIN_MESSAGE_BYTES:
@@ -727,8 +729,7 @@ def encrypted_ok(session: Session) -> Finding | None:
             code="ok-no-mail",
             summary=f"{version_text(session)} handshake completed ({where(session, done)}) and "
             f"the dialogue continued encrypted (client {len(c_recs)} records, {c_bytes} bytes; "
-            f"server {len(s_recs)} records, {s_bytes} bytes); the {who(c.direction)} closed "
-            f"({'FIN' if c.kind == 'tcp-fin' else 'RST'}, {where(session, c)}). Inferred from "
+            f"server {len(s_recs)} records, {s_bytes} bytes); {closed}. Inferred from "
             f"the record sizes: the client's records hold at most {total} bytes of SMTP, "
             f"{room} of them after its first command (normally EHLO, which waits for its "
             f"reply); MAIL, RCPT, DATA and a message take at least {MIN_MESSAGE_BYTES}: "
@@ -745,8 +746,7 @@ def encrypted_ok(session: Session) -> Finding | None:
         code="ok",
         summary=f"{version_text(session)} handshake completed ({where(session, done)}) and the "
         f"dialogue continued encrypted: client {len(c_recs)} records ({c_bytes} bytes), "
-        f"server {len(s_recs)} records ({s_bytes} bytes); the {who(c.direction)} closed "
-        f"({'FIN' if c.kind == 'tcp-fin' else 'RST'}, {where(session, c)}). The SMTP "
+        f"server {len(s_recs)} records ({s_bytes} bytes); {closed}. The SMTP "
         f"dialogue was encrypted: after its first command the client sent up to {room} bytes, "
         "room for a message, but this capture cannot show whether a message was accepted.",
         evidence=[ev(done, "handshake complete"), ev(c_recs[0], "client's first record"),
