@@ -33,6 +33,11 @@ TEXT_CAP = 240
 # Events kept per session: the head and the tail (the end is where sessions die).
 HEAD_EVENTS = 3000
 TAIL_EVENTS = 1000
+# A packet stamped this much before the session's last one, or this much after it, is a
+# step of the capturing host's clock: reordering across capture queues is milliseconds,
+# and no SMTP connection stays quiet for a day (servers give up after minutes).
+CLOCK_BACK = 1.0
+CLOCK_FORWARD = 86400.0
 
 
 class _Provenance:
@@ -112,13 +117,19 @@ class SessionBuilder:
             else None
         self.session.client_isn = self.client_isn
         self._fins: set[str] = set()
+        self._shift = 0.0  # added to every packet's time since a clock step (see add)
 
     # -- input -------------------------------------------------------------
 
     def add(self, seg: Segment) -> None:
         s = self.session
         s.packets += 1
-        s.last_time = self.last_time = seg.time
+        t = seg.time + self._shift if self._shift else seg.time
+        if not self.last_time - CLOCK_BACK <= t <= self.last_time + CLOCK_FORWARD:
+            t = self._clock_step(seg, t)
+        if self._shift:
+            seg.time = t  # reassembly and the parsers see the steady time
+        s.last_time = self.last_time = t
         s.last_frame = seg.frame
         if seg.flags & SYN and (seg.src, seg.sport) == s.client:
             s.syn_seen = True
@@ -127,6 +138,20 @@ class SessionBuilder:
             stream_event = self._stream_event
             for ev in events:
                 stream_event(ev)
+
+    def _clock_step(self, seg: Segment, t: float) -> float:
+        """A packet stamped far before (or a day after) the one before it: the capturing
+        host's clock was stepped (NTP, a VM resumed), not the network.  The session's
+        times go on from the packet before, so no rule or report ever measures the step
+        as a duration; the step itself is kept and shown where it happened."""
+        step = t - self.last_time
+        self._shift -= step
+        self.session.clock_steps.append((seg.frame, step))
+        way = "back" if step < 0 else "forward"
+        self._emit(Event(self.last_time, seg.frame, "", "clock-step",
+                         f"[clock jumps {way} {abs(step):,.3f} s; later times follow on]",
+                         fields={"seconds": step, "stamped": seg.time}))
+        return self.last_time
 
     def add_too_big(self, msg: TooBig) -> None:
         """A router's ICMP too-big about this connection, as an ``icmp-too-big`` event.
@@ -147,6 +172,8 @@ class SessionBuilder:
         # Short: the text report's row (100 columns) keeps it whole up to a 15-character
         # router address and a 5-digit offset.
         at = f" (offset {offset})" if offset is not None else ""
+        if self._shift:
+            msg.time += self._shift
         if msg.time >= s.last_time:
             s.last_time = self.last_time = msg.time
             s.last_frame = msg.frame

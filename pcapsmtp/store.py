@@ -110,7 +110,7 @@ def _identity(session: Session, events: list[Any], verdict: Any) -> Session:
         last_frame=session.last_frame, packets=session.packets, syn_seen=session.syn_seen,
         client_isn=session.client_isn,
         implicit_tls=session.implicit_tls, open_at_end=session.open_at_end,
-        events=events, verdict=verdict,
+        clock_steps=session.clock_steps, events=events, verdict=verdict,
     )
 
 
@@ -328,13 +328,22 @@ def verdicts(sessions: Sequence[Session]) -> list[tuple[int, str]]:
 
     Only these two fields: the stubs behind a redacting view are not redacted, so
     nothing else of them may reach a report (use :func:`plain_stubs` for more)."""
+    return [(s.id, getattr(s.verdict, "code", None) or "-") for s in _light(sessions)]
+
+
+def clock_stepped(sessions: Sequence[Session]) -> list[int]:
+    """Ids of the sessions in which the capture's clock jumped (Session.clock_steps), from
+    the stubs as :func:`verdicts` reads them: frames and seconds, nothing to redact."""
+    return [s.id for s in _light(sessions) if s.clock_steps]
+
+
+def _light(sessions: Sequence[Session]) -> Sequence[Session]:
+    """The in-memory stubs of a store or view (the sessions themselves for a list)."""
     if isinstance(sessions, SessionStore):
-        light: Sequence[Session] = sessions.stubs
-    elif isinstance(sessions, SessionView):
-        light = _stubs(sessions.store, sessions.ids)
-    else:
-        light = sessions
-    return [(s.id, getattr(s.verdict, "code", None) or "-") for s in light]
+        return sessions.stubs
+    if isinstance(sessions, SessionView):
+        return _stubs(sessions.store, sessions.ids)
+    return sessions
 
 
 def plain_stubs(sessions: Sequence[Session]) -> Sequence[Session] | None:

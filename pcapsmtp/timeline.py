@@ -73,6 +73,11 @@ class Session:
     stats: Any = None  # reassembly.ConnectionStats
     tls: Any = None  # dissectors.tls progress object, when TLS was seen
     open_at_end: bool = False  # still open when the capture ended
+    # Steps of the capturing host's clock inside this session, as (frame, seconds): a
+    # packet stamped more than a second before the one before it (or a day after it).
+    # Times from that frame on are shifted by -seconds so that durations hold (the gap at
+    # the step itself counts as none); see dissect.SessionBuilder._clock_step.
+    clock_steps: list[tuple[int, float]] = field(default_factory=list)
     verdict: Any = None  # rules.Finding
     notes: list[Any] = field(default_factory=list)  # rules.Finding
 

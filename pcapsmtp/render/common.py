@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pcapsmtp.store import verdicts
+from pcapsmtp.store import clock_stepped, verdicts
 from pcapsmtp.timeline import Session
 
 if TYPE_CHECKING:
@@ -29,6 +29,20 @@ def utc(ts: float | None, date: bool = True) -> str:
         return "-"
     fmt = "%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S"
     return _time.strftime(fmt, _time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}"
+
+
+def capture_span(result: Analysis) -> str:
+    """'first to last UTC (N s)'; with a clock step, no span: it would count the step."""
+    info = result.capture
+    if info.first is None or info.last is None:
+        return ""
+    span = f"{utc(info.first)} to {utc(info.last)} UTC"
+    stepped = clock_stepped(result.sessions)
+    if not stepped:
+        return f"{span} ({info.last - info.first:.3f} s)"
+    ids = ", ".join(str(i) for i in stepped[:5]) + (", ..." if len(stepped) > 5 else "")
+    return (f"{span}; the clock jumps within the capture (session{'s' * (len(stepped) > 1)} "
+            f"{ids}), so no span is given")
 
 
 def embedded_keys(result: Analysis) -> str | None:

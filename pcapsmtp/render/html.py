@@ -31,6 +31,7 @@ from typing import Any
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.render.common import (
+    capture_span,
     client_fingerprints,
     embedded_keys,
     ending_text,
@@ -160,9 +161,9 @@ def header(result: Analysis, sharing: Any) -> Iterator[str]:
     yield '<dl class="facts">'
     facts = [("tool", f"pcapsmtp {__version__} ({result.engine} engine)"),
              ("file", f"{info.file} ({info.packets:,} packets)")]
-    if info.first is not None and info.last is not None:
-        facts.append(("time", f"{utc(info.first)} to {utc(info.last)} UTC "
-                              f"({info.last - info.first:.3f} s)"))
+    span = capture_span(result)
+    if span:
+        facts.append(("time", span))
     links = ", ".join(linktype_name(t) for t in info.linktypes) or "none"
     snap = f"snaplen {info.snaplen}" if info.snaplen else "snaplen unknown"
     facts.append(("format", f"{info.format}{', gzip' if info.compressed else ''}, "

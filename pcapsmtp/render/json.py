@@ -18,7 +18,7 @@ from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.jsonable import plain
 from pcapsmtp.render.common import around_id, ending, linktype_name
-from pcapsmtp.store import parallel_map, rendered, verdicts
+from pcapsmtp.store import clock_stepped, parallel_map, rendered, verdicts
 from pcapsmtp.timeline import Event, Session, endpoint
 
 SCHEMA = "pcapsmtp/1"
@@ -87,6 +87,7 @@ def to_dict(result: Analysis, sessions: bool = True) -> dict[str, Any]:
             "snaplen": info.snaplen, "problem": info.problem,
             "tls_keys_embedded": info.tls_keys,
             "found_by_greeting": result.selection.by_greeting_fallback,
+            "clock_stepped_in_sessions": clock_stepped(result.sessions),
         },
         "decode": _decode(result),
         "summary": {
@@ -118,6 +119,7 @@ def session_dict(s: Session) -> dict[str, Any]:
         "first_frame": s.first_frame, "last_frame": s.last_frame,
         "packets": s.packets,
         "syn_seen": s.syn_seen, "implicit_tls": s.implicit_tls, "open_at_end": s.open_at_end,
+        "clock_steps": [{"frame": fr, "seconds": round(sec, 6)} for fr, sec in s.clock_steps],
         "verdict": _finding(s.verdict) if s.verdict is not None else None,
         "notes": [_finding(n) for n in s.notes],
         "ending": ending(s),

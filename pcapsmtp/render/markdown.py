@@ -16,6 +16,7 @@ from typing import Any
 from pcapsmtp import __version__
 from pcapsmtp.analyze import Analysis
 from pcapsmtp.render.common import (
+    capture_span,
     client_fingerprints,
     embedded_keys,
     ending_text,
@@ -70,9 +71,9 @@ def header(result: Analysis) -> Iterator[str]:
     info = result.capture
     yield f"- **tool:** pcapsmtp {text(__version__)} ({text(result.engine)} engine)"
     yield f"- **file:** {code(info.file)} ({info.packets:,} packets)"
-    if info.first is not None and info.last is not None:
-        yield (f"- **time:** {utc(info.first)} to {utc(info.last)} UTC "
-               f"({info.last - info.first:.3f} s)")
+    span = capture_span(result)
+    if span:
+        yield f"- **time:** {span}"
     links = ", ".join(linktype_name(t) for t in info.linktypes) or "none"
     snap = f"snaplen {info.snaplen}" if info.snaplen else "snaplen unknown"
     gz = ", gzip" if info.compressed else ""

@@ -19,6 +19,7 @@ from pcapsmtp.analyze import Analysis
 from pcapsmtp.flows import DEFAULT_PORTS
 from pcapsmtp.render.common import (
     around_id,
+    capture_span,
     client_fingerprints,
     embedded_keys,
     ending_text,
@@ -76,9 +77,8 @@ def lines(result: Analysis, timelines: bool = True, sharing: Any = None) -> Iter
 def header(result: Analysis) -> Iterator[str]:
     info = result.capture
     yield f"pcapsmtp {__version__} ({result.engine} engine)"
-    span = ""
-    if info.first is not None and info.last is not None:
-        span = f", {utc(info.first)} to {utc(info.last)} UTC ({info.last - info.first:.3f} s)"
+    span = capture_span(result)
+    span = f", {span}" if span else ""
     yield from _wrap(f"file: {info.file}  ({info.packets:,} packets{span})", "", "  ")
     links = ", ".join(linktype_name(t) for t in info.linktypes) or "none"
     snap = f"snaplen {info.snaplen}" if info.snaplen else "snaplen unknown"

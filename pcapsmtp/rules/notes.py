@@ -170,6 +170,31 @@ def old_tls(session: Session) -> Finding | None:
 
 
 @rule
+@needs("clock-step")
+def clock_step(session: Session) -> Finding | None:
+    """The capturing host's clock jumped inside the session (dissect shifted the later
+    times so durations hold): say where and by how much, since any time the reader
+    compares with a log after that frame is off by the step."""
+    steps = session.clock_steps
+    if not steps:
+        return None
+    marks = session.of_kind("clock-step")
+    said = "; ".join(f"{'back' if sec < 0 else 'forward'} {abs(sec):,.3f} s at frame {fr}"
+                     for fr, sec in steps[:3]) + ("; ..." if len(steps) > 3 else "")
+    return Finding(
+        code="clock-step",
+        summary=f"The capture's timestamps jump ({said}): the capturing host's clock was "
+        "stepped (NTP, a resumed VM), not the network. Times after the jump are shifted to "
+        "follow on from the packet before it, so this session's durations leave the jump "
+        "out; its absolute times after it differ from the file's by that much.",
+        evidence=[ev(e, e.text.strip("[]")) for e in marks[:3]],
+        cannot_prove="how much time really passed at the jump (counted as none)",
+        next_step="keep the capturing host's clock slewed, not stepped (chrony's makestep "
+        "only at boot), and compare with logs by frame rather than by time after the jump",
+        severity="warning")
+
+
+@rule
 @needs("smtp-reply")
 def slow_banner(session: Session) -> Finding | None:
     """The greeting came late: postscreen greet pause, a tarpit, or slow reverse DNS."""
